@@ -1,0 +1,225 @@
+"""Settings for medassist: the one place that reads the environment.
+
+Every knob is an environment variable (django-environ). With nothing set, the project runs on the
+*embedded default*: a SQLite file and Celery's file-system transport under ``var/``, so a fresh
+machine needs no services. Set ``DATABASE_URL`` (Postgres) and ``CELERY_BROKER_URL`` (Redis) and the
+same code runs against them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+import structlog
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+# Where the embedded default keeps its files (SQLite DB, file-system broker, metrics).
+VAR_DIR = Path(env.str("MEDASSIST_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus multi-process mode: web and worker processes on one host write their samples here and
+# /metrics aggregates them. Must be set before prometheus_client is first imported.
+# https://prometheus.github.io/client_python/multiprocess/
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me-in-production")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "medassist.common",
+    "medassist.audit",
+    "medassist.registry",
+    "medassist.jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'medassist.sqlite3'}")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Several worker processes write to one SQLite file: wait for the lock instead of failing, and take
+    # the write lock at BEGIN so read-then-write transactions (the audit chain) cannot deadlock.
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#database-is-locked-errors
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 60, "transaction_mode": "IMMEDIATE"})
+    # pytest-django: a file (not :memory:) so a worker subprocess sees the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-medassist.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+
+# --- Limits (bad input gets a clear 400/413, never a 500) -----------------------------------------
+MEDASSIST_MAX_ITEMS_PER_JOB = env.int("MEDASSIST_MAX_ITEMS_PER_JOB", default=50_000)
+MEDASSIST_MAX_CHARS_PER_ITEM = env.int("MEDASSIST_MAX_CHARS_PER_ITEM", default=20_000)
+MEDASSIST_MAX_UPLOAD_BYTES = env.int("MEDASSIST_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# Django refuses bodies above these before our code runs; keep them at our own limit (+ form overhead)
+# so that our clearer 413 message is the one users see.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MEDASSIST_MAX_UPLOAD_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
+
+# --- Jobs -----------------------------------------------------------------------------------------
+MEDASSIST_CHUNK_SIZE = env.int("MEDASSIST_CHUNK_SIZE", default=64)  # items per Celery task
+MEDASSIST_CHUNK_SOFT_TIME_LIMIT = env.int("MEDASSIST_CHUNK_SOFT_TIME_LIMIT", default=240)  # seconds
+MEDASSIST_CHUNK_TIME_LIMIT = env.int("MEDASSIST_CHUNK_TIME_LIMIT", default=300)  # hard kill, seconds
+MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data"))
+
+# --- Celery ---------------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Embedded default: one folder serves sender and workers. No visibility timeout on this transport:
+    # a kill -9 of a whole worker loses its running tasks, so production uses Redis.
+    for sub in ("queue", "processed", "control"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+        "control_folder": str(BROKER_DIR / "control"),
+        "polling_interval": 0.1,
+    }
+else:
+    # An unacknowledged task returns to the queue after this many seconds: longer than the longest
+    # chunk (the hard time limit), or a slow chunk would run twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("MEDASSIST_VISIBILITY_TIMEOUT", default=3600),
+        # A crashed worker's chunks come back within about interval x throttle seconds after the
+        # visibility timeout (kombu's defaults: 10 x 10).
+        "unacked_restore_interval": env.int("MEDASSIST_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("MEDASSIST_UNACKED_RESTORE_THROTTLE", default=10),
+    }
+CELERY_RESULT_BACKEND = None  # domain results live in Postgres, never in the result backend
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a chunk is acknowledged after it ran: a crashed worker's chunk is redone
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ... also when only the pool child died
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "batch"
+CELERY_TASK_SOFT_TIME_LIMIT = MEDASSIST_CHUNK_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = MEDASSIST_CHUNK_TIME_LIMIT
+# A pool child that loads models at start needs longer than the 4 s default to report alive.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("MEDASSIST_WORKER_START_TIMEOUT", default=60.0)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+MEDASSIST_QUEUES = ("interactive", "batch", "training")
+
+# --- Cache (DRF throttling) -----------------------------------------------------------------------
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://medassist")}
+
+# --- API ------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "medassist.common.auth.AuditedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("MEDASSIST_THROTTLE_USER", default="600/min"),
+        "submit": env.str("MEDASSIST_THROTTLE_SUBMIT", default="60/min"),
+    },
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "medassist.common.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "medassist API",
+    "DESCRIPTION": "Batch literature analysis, diagnosis support and hypothesis generation on CPUs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # assets from the drf-spectacular-sidecar package, not a CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Logging: structured (JSON lines) via structlog; item texts are never logged -------------------
+LOG_LEVEL = env.str("MEDASSIST_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            "foreign_pre_chain": [
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),  # logger.info("...", extra={...}) fields become JSON keys
+                structlog.processors.TimeStamper(fmt="iso"),
+            ],
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": "INFO"},
+    },
+}

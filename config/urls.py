@@ -1,0 +1,15 @@
+"""URL map: API under /api/v1/, admin, OpenAPI schema and docs, health and metrics."""
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from medassist.common.views import health, metrics
+
+urlpatterns = [
+    path("api/v1/", include("medassist.jobs.urls")),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+    path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
+]

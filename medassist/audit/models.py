@@ -1,0 +1,60 @@
+"""The audit trail: append-only, SHA-256 hash-chained events.
+
+Each event stores who did what to which object, from where, with which model version. ``hash`` is
+``sha256(prev_hash + canonical_json(event))``, so changing or removing any row breaks the chain from
+that row on (``manage.py audit_verify`` finds it). On Postgres a trigger refuses UPDATE and DELETE.
+The actor is stored by id and name, not as a foreign key: deleting a user must not rewrite history.
+"""
+from __future__ import annotations
+
+import json
+
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    class Action(models.TextChoices):
+        JOB_SUBMIT = "job.submit"
+        JOB_VIEW = "job.view"
+        JOB_CANCEL = "job.cancel"
+        JOB_FINISH = "job.finish"
+        RESULTS_READ = "results.read"
+        RESULTS_EXPORT = "results.export"
+        LOGIN_FAILED = "auth.login_failed"
+        ADMIN_CHANGE = "admin.change"
+        MODEL_PROMOTE = "model.promote"
+        AUDIT_VERIFY = "audit.verify"
+
+    created_at = models.DateTimeField(db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    model_version = models.CharField(max_length=200, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["action", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} by {self.actor_username or '-'} on {self.object_type} {self.object_id}"
+
+    def canonical_json(self) -> str:
+        """The fields the hash covers, in a stable form (sorted keys, no spaces, UTC ISO times)."""
+        payload = {
+            "created_at": self.created_at.isoformat(),
+            "actor_id": self.actor_id,
+            "actor_username": self.actor_username,
+            "action": self.action,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "model_version": self.model_version,
+            "ip": self.ip,
+            "detail": self.detail,
+        }
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -1,0 +1,20 @@
+"""Prometheus metrics, shared by web and worker processes (multi-process mode).
+
+Counters and histograms are written by whichever process observes them (workers); gauges that
+describe stored state (jobs by status, queue depth) are computed at scrape time.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+ITEMS_PROCESSED = Counter("medassist_items_processed", "Job items processed by workers (succeeded or failed)")
+CHUNK_SECONDS = Histogram(
+    "medassist_chunk_duration_seconds", "Wall time of one chunk task",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+
+
+def observe_chunk(*, seconds: float, processed: int) -> None:
+    CHUNK_SECONDS.observe(seconds)
+    if processed:
+        ITEMS_PROCESSED.inc(processed)

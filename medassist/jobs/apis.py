@@ -1,0 +1,246 @@
+"""The jobs API under /api/v1/: thin views that parse, call one service or selector, and render.
+
+Every read or write of a job or its results is audited with actor, IP, object and model version.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import django_filters
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from medassist.audit.services import audit_record, client_ip
+
+from .models import Job, JobItem
+from .parsers import UploadError, parse_upload
+from .selectors import job_get, job_items, job_list
+from .serializers import JobItemSerializer, JobSerializer, JobSubmitSerializer, item_ref
+from .services import JobNotCancellable, SubmissionInvalid, job_cancel, job_submit, job_validate
+
+
+def _invalid(errors: dict, status_code: int = 400, detail: str = "The submission is invalid; nothing was stored.") -> Response:
+    return Response({"detail": detail, "errors": errors}, status=status_code)
+
+
+class SubmitRateThrottle(UserRateThrottle):
+    """Submissions are throttled separately from reads (each one can hold 50,000 items)."""
+
+    scope = "submit"
+
+    def allow_request(self, request, view):
+        return request.method != "POST" or super().allow_request(request, view)
+
+
+class JobFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Job
+        fields = ["kind", "status"]
+
+
+class JobListCreateApi(generics.ListAPIView):
+    """GET: your jobs (filters: kind, status, created_after, created_before). POST: submit a job."""
+
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    parser_classes = [JSONParser, MultiPartParser]
+    throttle_classes = [UserRateThrottle, SubmitRateThrottle]
+
+    def get_queryset(self):
+        return job_list(user=self.request.user)
+
+    @extend_schema(
+        request={"application/json": JobSubmitSerializer, "multipart/form-data": JobSubmitSerializer},
+        responses={202: JobSerializer, 200: JobSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="a retried submission with the same key returns the first job")],
+    )
+    def post(self, request):
+        limit = settings.MEDASSIST_MAX_UPLOAD_BYTES
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > limit:
+            # Refuse before reading the body.
+            field = "file" if request.content_type.startswith("multipart/") else "items"
+            return _invalid({field: [f"the request is {declared:,} bytes; the limit is {limit:,} bytes"]}, 413)
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 200:
+            return _invalid({"Idempotency-Key": ["must be at most 200 characters"]})
+        data = request.data  # malformed JSON -> ParseError -> 400 with the parser's message
+        if not hasattr(data, "get"):
+            return _invalid({"non_field_errors": ["the body must be a JSON object with kind, items and params"]})
+
+        upload = request.FILES.get("file")
+        params = data.get("params")
+        if upload is not None:
+            if data.get("items") not in (None, ""):
+                return _invalid({"file": ["send either items or a file, not both"]})
+            if upload.size > limit:
+                return _invalid({"file": [f"the file is {upload.size:,} bytes; the limit is {limit:,} bytes"]}, 413)
+            if isinstance(params, str):
+                try:
+                    params = json.loads(params) if params.strip() else {}
+                except json.JSONDecodeError as exc:
+                    return _invalid({"params": [f"is not valid JSON ({exc.msg} at column {exc.colno})"]})
+            try:
+                parsed = parse_upload(upload.read(), upload.name or "",
+                                      max_items=settings.MEDASSIST_MAX_ITEMS_PER_JOB)
+            except UploadError as exc:
+                return _invalid({exc.field: [str(exc)]}, exc.status_code)
+            if not parsed.items:
+                reasons = sorted({s["reason"] for s in parsed.skipped})
+                return _invalid({"file": [f"the file holds no usable records ({parsed.records} records, all skipped: "
+                                          f"{', '.join(reasons) or 'none found'})"]})
+            items = parsed.items
+            source = {"type": "file", "filename": (upload.name or "")[:200], "format": parsed.format,
+                      "records": parsed.records, "skipped": len(parsed.skipped),
+                      "skipped_examples": parsed.skipped[:10]}
+        else:
+            if request.content_type.startswith("multipart/"):
+                return _invalid({"file": ["no file was uploaded (field name: file)"]})
+            items = data.get("items")
+            source = {"type": "inline"}
+        try:
+            submission = job_validate(user=request.user, kind_name=data.get("kind"), items=items, params=params,
+                                      source=source)
+        except SubmissionInvalid as exc:
+            return _invalid(exc.errors, exc.status_code)
+        job, created = job_submit(owner=request.user, submission=submission, idempotency_key=key,
+                                  ip=client_ip(request))
+        body = JobSerializer(job, context={"request": request}).data
+        headers = {"Location": body["url"]}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK, headers=headers)
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses=JobSerializer)
+    def get(self, request, job_id):
+        job = job_get(user=request.user, job_id=job_id)
+        audit_record(action="job.view", actor=request.user, object_type="jobs.job", object_id=job.pk,
+                     ip=client_ip(request), model_version=job.model_version.label if job.model_version else "")
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobSerializer)
+    def post(self, request, job_id):
+        job = job_get(user=request.user, job_id=job_id)
+        try:
+            job = job_cancel(job=job, actor=request.user, ip=client_ip(request))
+        except JobNotCancellable as exc:
+            return Response({"detail": f"The job cannot be cancelled: {exc}."}, status=status.HTTP_409_CONFLICT)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+def _status_param(request) -> str | None:
+    value = request.query_params.get("status") or None
+    if value is not None and value not in JobItem.Status.values:
+        raise ValidationError({"status": [f"must be one of {', '.join(JobItem.Status.values)}"]})
+    return value
+
+
+class ResultsPagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class JobResultsApi(generics.ListAPIView):
+    """One page of item results, in input order; filter with ``?status=succeeded|failed|pending|cancelled``."""
+
+    serializer_class = JobItemSerializer
+    pagination_class = ResultsPagination
+    filter_backends: list = []
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=JobItem.Status.values)])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        self.job = job_get(user=self.request.user, job_id=self.kwargs["job_id"])
+        return job_items(job=self.job, status=_status_param(self.request))
+
+    def list(self, request, *args, **kwargs):
+        response = super().list(request, *args, **kwargs)
+        audit_record(action="results.read", actor=request.user, object_type="jobs.job", object_id=self.job.pk,
+                     ip=client_ip(request), model_version=self.job.model_version.label if self.job.model_version else "",
+                     detail={"page": request.query_params.get("page", "1"), "status": request.query_params.get("status")})
+        return response
+
+
+class _ExportApi(APIView):
+    format_name = ""
+    content_type = ""
+
+    def get(self, request, job_id):
+        job = job_get(user=request.user, job_id=job_id)
+        items = job_items(job=job, status=_status_param(request)).only(
+            "index", "input", "status", "result", "error", "duration_ms")
+        audit_record(action="results.export", actor=request.user, object_type="jobs.job", object_id=job.pk,
+                     ip=client_ip(request), model_version=job.model_version.label if job.model_version else "",
+                     detail={"format": self.format_name, "status": request.query_params.get("status")})
+        response = StreamingHttpResponse(self.rows(items.iterator(chunk_size=500)), content_type=self.content_type)
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{self.format_name}"'
+        return response
+
+
+class JobResultsJsonlApi(_ExportApi):
+    """All results as JSON lines, streamed: one object per item, in input order."""
+
+    format_name, content_type = "jsonl", "application/x-ndjson"
+
+    @extend_schema(responses={(200, "application/x-ndjson"): str})
+    def get(self, request, job_id):
+        return super().get(request, job_id)
+
+    def rows(self, items):
+        for item in items:
+            yield json.dumps({"index": item.index, "ref": item_ref(item.input), "status": item.status,
+                              "result": item.result, "error": item.error or None},
+                             ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class JobResultsCsvApi(_ExportApi):
+    """All results as CSV, streamed; the kind-specific result is one JSON column."""
+
+    format_name, content_type = "csv", "text/csv"
+    columns = ["index", "id", "pmid", "title", "status", "error", "model_version", "duration_ms", "result_json"]
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    def get(self, request, job_id):
+        return super().get(request, job_id)
+
+    def rows(self, items):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+
+        def flush():
+            value = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            return value
+
+        writer.writerow(self.columns)
+        yield flush()
+        for item in items:
+            ref = item_ref(item.input)
+            result = item.result or {}
+            writer.writerow([item.index, ref.get("id", ""), ref.get("pmid", ""), ref.get("title", ""), item.status,
+                             item.error, result.get("model_version", "") if isinstance(result, dict) else "",
+                             item.duration_ms if item.duration_ms is not None else "",
+                             json.dumps(item.result, ensure_ascii=False) if item.result is not None else ""])
+            yield flush()

@@ -1,0 +1,80 @@
+"""The job-kind registry: the one place that says which kinds exist and what each needs.
+
+A kind declares its input schema (one item), its params schema, its result schema (JSON Schema
+dicts, also used for the OpenAPI docs), the queue it runs on, the model roles it uses, and its
+handler ``run(batch, params, runtime) -> results``. Adding a kind means one new module that calls
+``register()``, plus its import at the bottom of this file.
+
+A handler returns one result per input item, in order. To fail a single item it puts an
+``ItemFailure`` in that item's place; if it raises, the worker retries the batch item by item so
+that only the bad item fails.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+
+class ItemFailure:
+    """Placed in a handler's result list for an item that could not be processed."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ItemFailure({self.message!r})"
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    description: str
+    queue: str  # "interactive" (single cases, latency first) or "batch" (bulk, throughput first)
+    item_schema: dict
+    params_schema: dict
+    result_schema: dict
+    run: Callable[[list[dict], dict, Any], list]
+    text_field: str | None = "text"  # the field the per-item character limit applies to
+    model_roles: tuple[str, ...] = ()
+    staff_only: bool = False
+    load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
+    normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}
+    item_validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+    params_validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        Draft202012Validator.check_schema(self.item_schema)
+        Draft202012Validator.check_schema(self.params_schema)
+        object.__setattr__(self, "item_validator", Draft202012Validator(self.item_schema))
+        object.__setattr__(self, "params_validator", Draft202012Validator(self.params_schema))
+
+    def params_with_defaults(self, params: dict) -> dict:
+        """Params as the handler sees them: the user's values over the schema's defaults."""
+        defaults = {k: spec["default"] for k, spec in self.params_schema.get("properties", {}).items()
+                    if "default" in spec}
+        return {**defaults, **params}
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    if kind.name in KINDS:
+        raise ValueError(f"job kind {kind.name!r} is registered twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> Kind | None:
+    return KINDS.get(name)
+
+
+def available_kinds(*, user) -> list[str]:
+    return sorted(name for name, kind in KINDS.items() if not kind.staff_only or user.is_staff)
+
+
+# Each kind module registers itself on import.
+from . import literature, noop  # noqa: E402,F401

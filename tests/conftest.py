@@ -1,0 +1,131 @@
+"""Shared fixtures: API clients, real-service detection, and a real ``celery worker`` subprocess.
+
+Services: with ``DATABASE_URL``/``CELERY_BROKER_URL`` pointing at Postgres/Redis (as ``.ci/run``
+sets them) the integration tests run against those. Without them the suite runs on the embedded
+default (SQLite + file-system broker, still with a real worker process) and *skips*, saying why,
+the few tests that need a real server. Under ``CI=true`` a missing service is a failure, never a skip.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from medassist.common.processes import ServiceProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def shared_data() -> Path:
+    return Path(settings.MEDASSIST_SHARED_DATA)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a laptop, fail in CI: CI must never silently skip an integration test."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def require_shared_data(*parts: str) -> Path:
+    path = shared_data().joinpath(*parts)
+    require(path.exists(), f"shared data not found at {path} (set MEDASSIST_SHARED_DATA)")
+    return path
+
+
+def using_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def using_redis() -> bool:
+    return settings.CELERY_BROKER_URL.startswith("redis")
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    def make(username: str, *, staff: bool = False):
+        user = django_user_model.objects.create_user(username=username, password="pw-" + username, is_staff=staff)
+        Token.objects.create(user=user)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def client_for():
+    from rest_framework.test import APIClient
+
+    def make(user):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {user.auth_token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def api(alice, client_for):
+    return client_for(alice)
+
+
+# --- a real worker process --------------------------------------------------------------------------------
+
+def _database_url_for_subprocess() -> str:
+    """The URL of the database this test session uses (pytest-django's test database)."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] or ""
+    if s.get("PASSWORD"):
+        auth += f":{s['PASSWORD']}"
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def start_worker(transactional_db):
+    """Factory: start real worker subprocesses against this test database; all stopped afterwards."""
+    from config.celery import app
+    from medassist.common.processes import start_worker as start_worker_process
+
+    app.control.purge()  # leftovers of an earlier, interrupted run must not leak into this test
+    started: list[ServiceProcess] = []
+
+    def start(*, name: str, extra_env: dict | None = None, **kwargs) -> ServiceProcess:
+        env = {"DATABASE_URL": _database_url_for_subprocess(), **(extra_env or {})}
+        worker = start_worker_process(name=f"test-{name}", env=env, wait=False, **kwargs)
+        started.append(worker)
+        worker.wait_for_log(b"ready.")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_for_job(job_id, *, timeout: float = 180.0, worker: ServiceProcess | None = None):
+    """Poll the database until the job is final; on timeout, show the worker's log."""
+    from medassist.jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if job.is_final:
+            return job
+        time.sleep(0.25)
+    tail = worker.tail() if worker else ""
+    raise AssertionError(f"job {job_id} not final after {timeout} s: {job.status} "
+                         f"{job.processed_items}/{job.total_items}\n{tail}")
