@@ -10,12 +10,13 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -231,6 +232,30 @@ def _run_isolated(kind: Kind, inputs: list[dict], params: dict, runtime) -> list
     return results
 
 
+def _write_item_rows(rows: list[tuple]) -> None:
+    """UPDATE (status, result, error, duration_ms, finished_at, attempts) by id, for many rows at once.
+
+    Django's bulk_update builds a CASE expression per column and row: ~1.7 ms per item here, more
+    than the literature handler itself. On Postgres one ``UPDATE ... FROM (VALUES ...)`` statement
+    does a whole chunk; elsewhere a parameterised statement per row (cheap on in-process SQLite).
+    """
+    table = connection.ops.quote_name(JobItem._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            from psycopg2.extras import execute_values
+
+            execute_values(
+                cursor.cursor,
+                f"UPDATE {table} AS t SET status = v.status, result = v.result::jsonb, error = v.error, "
+                "duration_ms = v.duration_ms, finished_at = v.finished_at, attempts = v.attempts "
+                "FROM (VALUES %s) AS v(status, result, error, duration_ms, finished_at, attempts, id) "
+                "WHERE t.id = v.id", rows, page_size=1000)
+        else:
+            cursor.executemany(
+                f"UPDATE {table} SET status = %s, result = %s, error = %s, duration_ms = %s, finished_at = %s, "
+                "attempts = %s WHERE id = %s", rows)
+
+
 @transaction.atomic
 def _store_outcomes(*, job_id, items: list[JobItem], outcomes: list, durations_ms: list[float],
                     versions: dict) -> tuple[int, int]:
@@ -238,24 +263,21 @@ def _store_outcomes(*, job_id, items: list[JobItem], outcomes: list, durations_m
     still_pending = set(JobItem.objects.select_for_update()
                         .filter(pk__in=[i.pk for i in items], status=JobItem.Status.PENDING)
                         .values_list("pk", flat=True))
-    now = timezone.now()
+    now = connection.ops.adapt_datetimefield_value(timezone.now())  # raw SQL below: adapt per backend
     succeeded = failed = 0
     to_write = []
-    for item, outcome, duration in zip(items, outcomes, durations_ms, strict=False):
+    for item, outcome, duration in zip(items, outcomes, durations_ms, strict=True):
         if item.pk not in still_pending:
             continue  # done by another delivery of this chunk, or cancelled meanwhile
-        item.attempts += 1
-        item.duration_ms = round(duration, 3)
-        item.finished_at = now
         if isinstance(outcome, ItemFailure):
-            item.status, item.error, item.result = JobItem.Status.FAILED, outcome.message, None
+            status, result, error = JobItem.Status.FAILED, None, outcome.message
             failed += 1
         else:
-            item.status, item.result, item.error = JobItem.Status.SUCCEEDED, outcome, ""
+            status, result, error = JobItem.Status.SUCCEEDED, json.dumps(outcome, ensure_ascii=False), ""
             succeeded += 1
-        to_write.append(item)
-    JobItem.objects.bulk_update(to_write, ["status", "result", "error", "duration_ms", "finished_at", "attempts"])
+        to_write.append((status, result, error, round(duration, 3), now, item.attempts + 1, item.pk))
     if to_write:
+        _write_item_rows(to_write)
         Job.objects.filter(pk=job_id).update(succeeded_items=F("succeeded_items") + succeeded,
                                              failed_items=F("failed_items") + failed)
         if versions:
