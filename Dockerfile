@@ -46,6 +46,9 @@ COPY --chown=medassist:medassist . .
 
 USER medassist
 
+# Admin and Swagger UI assets, served by whitenoise from inside gunicorn.
+RUN DJANGO_STATIC_ROOT=/app/var/static python manage.py collectstatic --noinput --verbosity 0
+
 EXPOSE 8000
 
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "120"]

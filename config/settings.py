@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files without a separate web server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -104,6 +105,11 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+# https://whitenoise.readthedocs.io/en/stable/django.html (collectstatic runs in the image build)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Limits (bad input gets a clear 400/413, never a 500) -----------------------------------------
 MEDASSIST_MAX_ITEMS_PER_JOB = env.int("MEDASSIST_MAX_ITEMS_PER_JOB", default=50_000)
@@ -116,7 +122,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
 # --- Jobs -----------------------------------------------------------------------------------------
-MEDASSIST_CHUNK_SIZE = env.int("MEDASSIST_CHUNK_SIZE", default=64)  # items per Celery task
+MEDASSIST_CHUNK_SIZE = env.int("MEDASSIST_CHUNK_SIZE", default=256)  # items per Celery task (bench_queue)
 MEDASSIST_CHUNK_SOFT_TIME_LIMIT = env.int("MEDASSIST_CHUNK_SOFT_TIME_LIMIT", default=240)  # seconds
 MEDASSIST_CHUNK_TIME_LIMIT = env.int("MEDASSIST_CHUNK_TIME_LIMIT", default=300)  # hard kill, seconds
 MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data"))

@@ -5,7 +5,16 @@ describe stored state (jobs by status, queue depth) are computed at scrape time.
 """
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+import socket
+
+from prometheus_client import Counter, Histogram, values
+
+# Files in the shared multi-process directory are named by process id, and containers of one
+# host all run their main process as pid 1: add the host name so web and workers never collide.
+# (No "_" allowed: prometheus_client splits file names on it.)
+_HOST = socket.gethostname().replace("_", "-")
+values.ValueClass = values.MultiProcessValue(process_identifier=lambda: f"{_HOST}-{os.getpid()}")
 
 ITEMS_PROCESSED = Counter("medassist_items_processed", "Job items processed by workers (succeeded or failed)")
 CHUNK_SECONDS = Histogram(
