@@ -48,6 +48,14 @@ def using_redis() -> bool:
     return settings.CELERY_BROKER_URL.startswith("redis")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_history():
+    """Throttle counters live in the cache; one test's requests must not throttle the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     from rest_framework.authtoken.models import Token

@@ -200,3 +200,13 @@ def test_openapi_schema_and_docs_are_served(api):
     schema = api.get("/api/v1/schema/")
     assert schema.status_code == 200 and b"/api/v1/jobs/" in schema.content
     assert api.get("/api/v1/docs/").status_code == 200
+
+
+def test_submissions_are_throttled_per_user(api, make_user, client_for, monkeypatch):
+    from medassist.jobs.apis import SubmitRateThrottle
+
+    monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "2/min", "user": "1000/min"})
+    assert [submit(api, {"kind": "literature", "items": [ABSTRACT]}).status_code for _ in range(3)] == [202, 202, 429]
+    assert api.get("/api/v1/jobs/").status_code == 200  # reads are not submissions
+    assert submit(client_for(make_user("bob")), {"kind": "literature", "items": [ABSTRACT]}).status_code == 202
+    assert Job.objects.count() == 3
