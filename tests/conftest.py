@@ -137,3 +137,31 @@ def wait_for_job(job_id, *, timeout: float = 180.0, worker: ServiceProcess | Non
     tail = worker.tail() if worker else ""
     raise AssertionError(f"job {job_id} not final after {timeout} s: {job.status} "
                          f"{job.processed_items}/{job.total_items}\n{tail}")
+
+
+# --- tiny models, registered through the same code path as real ones ------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    from tests.workers.tiny_models import make_causal_lm, make_embedder
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "llama": make_causal_lm(root / "tiny-llama", arch="llama", seed=0),
+        "llama_b": make_causal_lm(root / "tiny-llama-b", arch="llama", seed=1),
+        "qwen2": make_causal_lm(root / "tiny-qwen2", arch="qwen2", seed=2),
+        "embedder": make_embedder(root / "tiny-bert"),
+    }
+
+
+@pytest.fixture
+def tiny_models(db, tiny_model_dirs):
+    """Active tiny generator (torch-fp32) and embedder versions in the test database."""
+    from medassist.registry.services import model_version_promote
+    from workers.runtime.prepare import register_variant
+
+    generator, _ = register_variant(role="generator", name="tiny-llama", format="torch-fp32",
+                                    artifact=tiny_model_dirs["llama"], config={})
+    embedder, _ = register_variant(role="embedder", name="tiny-bert", format="torch-fp32",
+                                   artifact=tiny_model_dirs["embedder"], config={"pooling": "mean"})
+    return {"generator": model_version_promote(version=generator), "embedder": model_version_promote(version=embedder)}

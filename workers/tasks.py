@@ -29,12 +29,16 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
 @worker_process_init.connect
 def _load_models_in_child(**kwargs):
     """Load every kind's resources once per pool child, before it takes a task."""
+    import torch
+
     from medassist.kinds import KINDS
 
     close_old_connections()  # never share the parent's DB connection across fork
+    torch.set_num_threads(settings.MEDASSIST_TORCH_THREADS)  # processes x threads = cores
     runtime = get_runtime()
     for kind in KINDS.values():
         runtime.ensure_kind_loaded(kind)
+    runtime.warm()
 
 
 @shared_task(

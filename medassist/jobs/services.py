@@ -311,13 +311,14 @@ def job_process_chunk(*, job_id, start: int, end: int, runtime) -> ChunkReport:
         job_finalize_if_done(job_id=job_id)
         return ChunkReport(skipped="all items already processed")
     kind = get_kind(job.kind)
-    runtime.ensure_kind_loaded(kind)
-    runtime.refresh(kind.model_roles)
     params = kind.params_with_defaults(job.params)
+    roles = kind.required_roles(params)
+    runtime.ensure_kind_loaded(kind)
+    runtime.refresh(roles)
     started = time.perf_counter()
     outcomes = _run_isolated(kind, [item.input for item in items], params, runtime)
     per_item_ms = (time.perf_counter() - started) * 1000 / len(items)
-    versions = {role: runtime.versions[role] for role in kind.model_roles}
+    versions = {role: runtime.versions[role] for role in roles}
     succeeded, failed = _store_outcomes(job_id=job_id, items=items, outcomes=outcomes,
                                         durations_ms=[per_item_ms] * len(items), versions=versions)
     job_finalize_if_done(job_id=job_id)

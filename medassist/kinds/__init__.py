@@ -38,7 +38,8 @@ class Kind:
     result_schema: dict
     run: Callable[[list[dict], dict, Any], list]
     text_field: str | None = "text"  # the field the per-item character limit applies to
-    model_roles: tuple[str, ...] = ()
+    model_roles: tuple[str, ...] = ()  # roles the kind may use (docs, warm-up)
+    roles_for: Callable[[dict], tuple[str, ...]] | None = None  # roles a job's params need; default all
     staff_only: bool = False
     load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
     normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}
@@ -50,6 +51,9 @@ class Kind:
         Draft202012Validator.check_schema(self.params_schema)
         object.__setattr__(self, "item_validator", Draft202012Validator(self.item_schema))
         object.__setattr__(self, "params_validator", Draft202012Validator(self.params_schema))
+
+    def required_roles(self, params: dict) -> tuple[str, ...]:
+        return self.roles_for(params) if self.roles_for else self.model_roles
 
     def params_with_defaults(self, params: dict) -> dict:
         """Params as the handler sees them: the user's values over the schema's defaults."""

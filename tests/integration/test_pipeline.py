@@ -25,7 +25,8 @@ def http_token(transactional_db, django_user_model):
     return Token.objects.create(user=user).key
 
 
-def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, http_token, start_worker, capsys):
+def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, http_token, start_worker, capsys,
+                                                                   tiny_models):
     medline = require_shared_data("medline-sample", "medline16n0902.xml.gz")
     worker = start_worker(name="pipeline")
     headers = {"Authorization": f"Token {http_token}"}
@@ -47,6 +48,7 @@ def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, 
     assert page["count"] == 526
     first = page["results"][0]
     assert first["ref"]["pmid"] == "17942999" and first["result"]["summary"]["text"]
+    assert first["result"]["embedding"]["model_version"] == tiny_models["embedder"].label
     exported = requests.get(f"{body['url']}results.jsonl", headers=headers, timeout=60).text.splitlines()
     assert len(exported) == 526 and json.loads(exported[-1])["status"] == "succeeded"
     csv_rows = requests.get(f"{body['url']}results.csv", headers=headers, timeout=60).text.splitlines()
@@ -60,7 +62,7 @@ def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, 
     assert "audit chain OK" in capsys.readouterr().out
 
 
-def test_sigkill_mid_job_then_a_new_worker_finishes_every_item_exactly_once(http_token, start_worker, alice):
+def test_sigkill_mid_job_then_a_new_worker_finishes_every_item_exactly_once(start_worker, alice, tiny_models):
     require(using_redis(), "crash recovery needs a broker with a visibility timeout: set CELERY_BROKER_URL to Redis")
     from medassist.jobs.services import job_submit, job_validate
 
@@ -93,7 +95,7 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_every_item_exactly_once(http
     assert set(items.values_list("attempts", flat=True)) == {1}  # each item's result was stored exactly once
 
 
-def test_cancel_while_a_real_worker_runs_stops_the_rest(start_worker, alice):
+def test_cancel_while_a_real_worker_runs_stops_the_rest(start_worker, alice, tiny_models):
     from medassist.jobs.services import job_cancel, job_submit, job_validate
 
     medline = require_shared_data("medline-sample", "medline16n0902.xml.gz")
@@ -115,3 +117,27 @@ def test_cancel_while_a_real_worker_runs_stops_the_rest(start_worker, alice):
     counts = {s: JobItem.objects.filter(job=job, status=s).count() for s in JobItem.Status.values}
     assert counts["pending"] == 0 and counts["cancelled"] > 0
     assert counts["succeeded"] == job.succeeded_items and counts["succeeded"] + counts["cancelled"] == len(items)
+
+
+def test_a_running_worker_serves_a_newly_promoted_version_without_restart(start_worker, alice, tiny_models,
+                                                                          tiny_model_dirs):
+    from medassist.jobs.services import job_submit, job_validate
+    from medassist.registry.services import model_version_promote
+    from workers.runtime.prepare import register_variant
+
+    worker = start_worker(name="promotion", concurrency=1)
+
+    def answered_by():
+        submission = job_validate(user=alice, kind_name="literature", items=["Aspirin reduced stroke risk."],
+                                  params={"question": "Does aspirin reduce stroke?", "embed": False})
+        job, _ = job_submit(owner=alice, submission=submission)
+        job = wait_for_job(job.pk, worker=worker)
+        assert job.status == "succeeded", job.error
+        return JobItem.objects.get(job=job).result["answer"]["model_version"]
+
+    assert answered_by() == tiny_models["generator"].label
+    candidate, _ = register_variant(role="generator", name="tiny-llama-b", format="torch-fp32",
+                                    artifact=tiny_model_dirs["llama_b"], config={})
+    model_version_promote(version=candidate, reason="test: promote while the worker runs")
+    assert answered_by() == candidate.label
+    assert worker.process.poll() is None  # the same process, never restarted

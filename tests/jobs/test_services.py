@@ -41,7 +41,7 @@ def flaky_kind(monkeypatch):
     return kind
 
 
-def test_literature_chunk_stores_concepts_summary_and_model_version(alice):
+def test_literature_chunk_stores_concepts_summary_and_model_version(alice, tiny_models):
     job = make_job(alice, "literature", ABSTRACTS, {"summary_sentences": 1})
     report = job_process_chunk(job_id=job.pk, start=0, end=3, runtime=get_runtime())
     assert (report.succeeded, report.failed) == (3, 0)
@@ -55,9 +55,11 @@ def test_literature_chunk_stores_concepts_summary_and_model_version(alice):
     assert "Metformin" in {c["name"] for c in second["concepts"]}
     assert {"symptom"} <= {c["type"] for c in third["concepts"]}
     assert all(r["model_version"] == job.model_version.label for r in (first, second, third))
+    assert first["embedding"]["model_version"] == tiny_models["embedder"].label == job.model_versions["embedder"]
+    assert first["embedding"]["dim"] == 32 and len(first["embedding"]["vector"]) == 32
 
 
-def test_redelivered_chunk_is_skipped_and_counts_once(alice):
+def test_redelivered_chunk_is_skipped_and_counts_once(alice, tiny_models):
     job = make_job(alice, "literature", ABSTRACTS)
     job_process_chunk(job_id=job.pk, start=0, end=2, runtime=get_runtime())
     again = job_process_chunk(job_id=job.pk, start=0, end=2, runtime=get_runtime())
@@ -90,7 +92,7 @@ def test_all_items_failing_fails_the_job_with_a_readable_error(alice, flaky_kind
     assert job.error == "every item failed; first error: ValueError: cannot analyse this item"
 
 
-def test_worker_error_fails_the_chunk_items_with_the_reason(alice):
+def test_worker_error_fails_the_chunk_items_with_the_reason(alice, tiny_models):
     job = make_job(alice, "literature", ABSTRACTS)
     job_process_chunk(job_id=job.pk, start=0, end=1, runtime=get_runtime())
     assert job_fail_chunk(job_id=job.pk, start=0, end=3, reason="worker error: disk full") == 2

