@@ -54,6 +54,7 @@ PARAMS_SCHEMA = {
 ANSWER_LABELS = ("yes", "no", "maybe")
 SUMMARY_INSTRUCTION = "Summarize the abstract above in one or two sentences."
 QA_INSTRUCTION = "Answer the question about the abstract above with yes, no or maybe."
+RATIONALE_INSTRUCTION = "Explain your answer in one sentence, citing the abstract."
 # Scored as the assistant's first word; chat models start an answer capitalised.
 ANSWER_SURFACE = {"yes": "Yes", "no": "No", "maybe": "Maybe"}
 
@@ -126,16 +127,16 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
                                                "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
         if params["question"]:
             question = params["question"].strip()
-            prompts = [generator.chat_prompt(f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}")
-                       for item in batch]
+            questions = [f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}" for item in batch]
+            prompts = [generator.chat_prompt(q) for q in questions]
             scored = generator.score_options(prompts, [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
             probabilities = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
             answers = [max(p, key=p.get) for p in probabilities]
-            rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n"])
-            # The rationale continues the assistant's turn after the chosen label ("Yes. Because ...").
+            rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
+            # A second turn: the chosen label is the model's answer; it is then asked why.
             rationales = generator.generate(
-                [prompt + f"{ANSWER_SURFACE[answer]}. " for prompt, answer in zip(prompts, answers, strict=True)],
-                rationale_settings)
+                [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
+                 for q, answer in zip(questions, answers, strict=True)], rationale_settings)
             for result, probs, answer, rationale in zip(results, probabilities, answers, rationales, strict=True):
                 result["answer"] = {
                     "question": question, "label": answer,

