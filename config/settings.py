@@ -123,6 +123,8 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
 # --- Jobs -----------------------------------------------------------------------------------------
 MEDASSIST_CHUNK_SIZE = env.int("MEDASSIST_CHUNK_SIZE", default=256)  # items per Celery task (bench_queue)
+# Items per task when the language model generates or scores text (~1 s per item on 2 cores).
+MEDASSIST_MODEL_CHUNK_SIZE = env.int("MEDASSIST_MODEL_CHUNK_SIZE", default=16)
 MEDASSIST_CHUNK_SOFT_TIME_LIMIT = env.int("MEDASSIST_CHUNK_SOFT_TIME_LIMIT", default=240)  # seconds
 MEDASSIST_CHUNK_TIME_LIMIT = env.int("MEDASSIST_CHUNK_TIME_LIMIT", default=300)  # hard kill, seconds
 MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data"))

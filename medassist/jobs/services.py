@@ -144,7 +144,8 @@ def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | Non
         with transaction.atomic():
             job = Job.objects.create(
                 owner=owner, kind=kind.name, queue=kind.queue, params=submission.params, source=submission.source,
-                total_items=len(submission.items), chunk_size=settings.MEDASSIST_CHUNK_SIZE,
+                total_items=len(submission.items),
+                chunk_size=kind.chunk_size_for(kind.params_with_defaults(submission.params)) or settings.MEDASSIST_CHUNK_SIZE,
                 idempotency_key=idempotency_key or None,
             )
             JobItem.objects.bulk_create(

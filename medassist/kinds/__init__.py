@@ -40,6 +40,9 @@ class Kind:
     text_field: str | None = "text"  # the field the per-item character limit applies to
     model_roles: tuple[str, ...] = ()  # roles the kind may use (docs, warm-up)
     roles_for: Callable[[dict], tuple[str, ...]] | None = None  # roles a job's params need; default all
+    # Items per chunk for a job's params (None: settings.MEDASSIST_CHUNK_SIZE). Language-model work is
+    # slow per item: smaller chunks keep each task well inside its time limit and spread the work.
+    chunk_size_for: Callable[[dict], int | None] = lambda params: None
     staff_only: bool = False
     load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
     normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}

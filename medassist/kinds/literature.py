@@ -12,6 +12,8 @@ Every model output names the model version, backend and generation settings that
 """
 from __future__ import annotations
 
+from django.conf import settings
+
 from medassist.knowledge import concepts as concept_finder
 from medassist.knowledge.summarize import extractive_summary
 from medassist.registry.models import ModelVersion
@@ -158,6 +160,8 @@ KIND = register(Kind(
     run=run,
     model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR),
     roles_for=roles_for,
+    chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE
+                                   if params.get("generate_summary") or params.get("question") else None),
     load=concept_finder.load,
     normalize_item=_normalize,
 ))
