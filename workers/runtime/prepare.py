@@ -17,6 +17,7 @@ gets the default (int8) one.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import importlib.util
 import shutil
 from collections.abc import Callable
@@ -45,15 +46,23 @@ def _package_dir(module: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def _built(target: Path, build: Callable[[Path], None]) -> bool:
-    """Run ``build(tmp)`` and move tmp to ``target``; skip when target exists. True if built now."""
+def _built(target: Path, build: Callable[[Path], None], spec: dict) -> bool:
+    """Run ``build(tmp)`` and move tmp to ``target``; skip when target exists with the same build spec.
+
+    ``spec`` (what the artifact was built from and how) is kept in ``medassist-build.json``: a
+    changed setting (e.g. the int8 exclusions) rebuilds the artifact instead of serving a stale one.
+    """
+    manifest = target / "medassist-build.json"
     if target.is_dir():
-        return False
+        if not manifest.exists() or json.loads(manifest.read_text()) == spec:
+            return False
+        shutil.rmtree(target)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         build(tmp)
+        (tmp / "medassist-build.json").write_text(json.dumps(spec, sort_keys=True))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -95,11 +104,14 @@ def register_variant(*, role: str, name: str, format: str, artifact: Path, confi
     checksum, size = directory_checksum(artifact)
     version = ModelVersion.objects.filter(role=role, name=name, format=format).first()
     if version is not None:
-        if version.checksum != checksum or version.artifact_path != str(artifact):
-            version.checksum, version.size_bytes, version.artifact_path = checksum, size, str(artifact)
-            version.config = config
-            version.save(update_fields=["checksum", "size_bytes", "artifact_path", "config"])
-        return version, False
+        if version.checksum == checksum and version.artifact_path == str(artifact):
+            return version, False
+        # Rebuilt with other weights or settings: results made by the old artifact keep pointing at
+        # the old row (renamed, retired); the new artifact is a new version.
+        version.name = f"{name}~{version.checksum[:8]}"
+        version.status = ModelVersion.Status.RETIRED if version.status == ModelVersion.Status.ACTIVE else version.status
+        version.save(update_fields=["name", "status"])
+        parent = parent or version
     version = ModelVersion.objects.create(role=role, name=name, format=format, artifact_path=str(artifact),
                                           checksum=checksum, size_bytes=size, config=config, parent=parent)
     return version, True
@@ -122,7 +134,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
             ("generator", GENERATOR_NAME, "torch-fp32", gen_fp32, convert_gguf, {"source": source}, None),
             ("generator", GENERATOR_NAME, "torch-int8", gen_root / "torch-int8",
              lambda out: build_torch_int8(gen_fp32, out, exclude),
-             {"base_dir": str(gen_fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear)"},
+             {"base_dir": str(gen_fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear, per-channel weights)"},
              "torch-fp32"),
         ]
         if onnx:
@@ -157,7 +169,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
 
     parents: dict[tuple[str, str], ModelVersion] = {}
     for role, name, fmt, target, build, config, parent_format in tqdm(steps, desc="models_prepare", unit="artifact"):
-        built = _built(target, build)
+        built = _built(target, build, {"format": fmt, **config})
         version, created = register_variant(role=role, name=name, format=fmt, artifact=target, config=config,
                                             parent=parents.get((role, parent_format)) if parent_format else None)
         parents[(role, fmt)] = version
