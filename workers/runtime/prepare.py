@@ -17,8 +17,8 @@ gets the default (int8) one.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -134,7 +134,8 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
             ("generator", GENERATOR_NAME, "torch-fp32", gen_fp32, convert_gguf, {"source": source}, None),
             ("generator", GENERATOR_NAME, "torch-int8", gen_root / "torch-int8",
              lambda out: build_torch_int8(gen_fp32, out, exclude),
-             {"base_dir": str(gen_fp32), "exclude": list(exclude), "quantization": "torch dynamic int8 (Linear, per-channel weights)"},
+             {"base_dir": str(gen_fp32), "exclude": list(exclude),
+              "quantization": "torch dynamic int8 (Linear, per-channel weights)"},
              "torch-fp32"),
         ]
         if onnx:
