@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "medassist.audit",
     "medassist.registry",
     "medassist.jobs",
+    "medassist.knowledge",
 ]
 
 MIDDLEWARE = [

@@ -31,6 +31,8 @@ class Command(BaseCommand):
     def handle(self, *args, file: Path, user: str, timeout: float, **options):
         self.user = user
         call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write("preparing models (first run: converts SmolLM2 and builds int8/ONNX variants, ~1 min) ...")
+        call_command("models_prepare")
         from io import StringIO
 
         out = StringIO()
@@ -105,7 +107,7 @@ class Command(BaseCommand):
             ("job", job["id"]), ("status", job["status"]),
             ("items", f"{p['total']} ({p['succeeded']} succeeded, {p['failed']} failed)"),
             ("wall time", f"{elapsed:.1f} s submit-to-done ({p['total'] / elapsed:.1f} items/s)"),
-            ("model version", job["model_version"] or "-"),
+            ("model versions", ", ".join(job["model_versions"].values()) or "-"),
             ("concepts found", ", ".join(f"{n} {t}" for t, n in types.most_common())),
         ]
         width = max(len(k) for k, _ in table)

@@ -1,0 +1,306 @@
+"""Tests for medassist.knowledge.discovery (Swanson A-B-C literature-based discovery).
+
+A handmade graph checks the mechanics and each measure against a hand computation; the real shared
+data (MEDLINE disease co-occurrence, PubMedQA MeSH lists, medline-discoveries gold pairs) checks
+speed and that every measure beats chance.  Numbers are printed (run with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medassist.knowledge.discovery import (
+    MEASURES,
+    CooccurrenceGraph,
+    Edge,
+    Hypothesis,
+    edge_holdout_auc,
+    gold_ranks,
+    load_annotated_relations,
+    load_medline_disease_edges,
+    load_mesh_terms,
+    load_pubmedqa_mesh_edges,
+    time_sliced_auc,
+)
+
+ALZHEIMER = "DOID:10652"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _shared(*parts: str) -> Path:
+    root = os.environ.get("MEDASSIST_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    path = base.joinpath(*parts)
+    if not path.exists():
+        reason = f"shared data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)"
+        if IN_CI:  # CI has the data: never skip silently there
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return path
+
+
+# ---------------------------------------------------------------------- handmade graph
+#   A - B1 - C1 - E        A's neighbours: B1, B2, B3.  Candidates: C1 (via B1, B2),
+#   A - B2 - C1            C2 (via B1, B3), D (via B3).  E and F are 3 hops away.
+#   A - B3 - C2 - F        C2-F is heavy (30), which makes PMI(B1,C2) and PMI(B3,C2) negative.
+#   B1 - C2,  B3 - D
+EDGES = [
+    Edge("A", "B1", 2, 2000),
+    Edge("B1", "A", 1, 2005),  # same pair, other orientation: summed -> A-B1 = 3
+    Edge("A", "B2", 1, 2000),
+    Edge("A", "B3", 4, 2001),
+    Edge("B1", "C1", 3, 2000),
+    Edge("B2", "C1", 1, 2001),
+    Edge("B1", "C2", 2, 2002),
+    Edge("B3", "C2", 1, 2003),
+    Edge("B3", "D", 2, 2010),
+    Edge("C1", "E", 1, 2000),
+    Edge("C2", "F", 30, 2000),
+    Edge("B2", "B2", 5, 2000),  # self loop: dropped
+    Edge("A", "Z", 0, 2000),  # zero count: not a link, Z not a node
+]
+# Node totals n_x: A 8, B1 8, B2 2, B3 7, C1 5, C2 33, D 2, E 1, F 30; N = 96.
+TOT = {"A": 8, "B1": 8, "B2": 2, "B3": 7, "C1": 5, "C2": 33, "D": 2, "E": 1, "F": 30}
+N = 96
+
+
+def _pmi(nxy: float, x: str, y: str) -> float:
+    return math.log(nxy * N / (TOT[x] * TOT[y]))
+
+
+# Hand computation, deg: A 3, B1 3, B2 2, B3 3, C1 3, C2 3, D 1.
+HAND = {
+    "linking_terms": {"C1": 2, "C2": 2, "D": 1},
+    "jaccard": {"C1": 2 / 4, "C2": 2 / 4, "D": 1 / 3},  # N(C1)={B1,B2,E}, N(C2)={B1,B3,F}, N(D)={B3}
+    "adamic_adar": {"C1": 1 / math.log(3) + 1 / math.log(2), "C2": 2 / math.log(3), "D": 1 / math.log(3)},
+    "resource_allocation": {"C1": 1 / 3 + 1 / 2, "C2": 2 / 3, "D": 1 / 3},
+    "pmi_min": {
+        "C1": min(_pmi(3, "A", "B1"), _pmi(3, "B1", "C1")) + min(_pmi(1, "A", "B2"), _pmi(1, "B2", "C1")),
+        "C2": 0.0,  # both B1-C2 and B3-C2 have PMI < 0: no positive path
+        "D": min(_pmi(4, "A", "B3"), _pmi(2, "B3", "D")),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def small() -> CooccurrenceGraph:
+    return CooccurrenceGraph.from_edges(EDGES)
+
+
+def test_from_edges_sums_duplicates_and_drops_self_loops_and_zeros(small):
+    assert sorted(small.ids) == ["A", "B1", "B2", "B3", "C1", "C2", "D", "E", "F"]
+    assert small.neighbors("A") == {"B1": 3.0, "B2": 1.0, "B3": 4.0}
+    assert small.neighbors("B2") == {"A": 1.0, "C1": 1.0}
+    assert small.has_edge("A", "B1") and small.has_edge("B1", "A")
+    assert not small.has_edge("A", "C1") and not small.has_edge("A", "Z") and not small.has_edge("Q", "A")
+    assert small.neighbors("Z") == {}
+    assert small.n_edges == 10
+    assert {c: small.total[small.index[c]] for c in TOT} == TOT
+    with pytest.raises(ValueError):
+        CooccurrenceGraph.from_edges([Edge("a", "b", -1)])
+
+
+def test_abc_results_are_unlinked_and_bridged_by_the_right_b(small):
+    hyps = small.discover("A", measure="adamic_adar")
+    assert [h.target for h in hyps] == ["C1", "C2", "D"]  # E, F (3 hops) and A's neighbours excluded
+    for h in hyps:
+        assert isinstance(h, Hypothesis) and h.start == "A" and h.measure == "adamic_adar"
+        assert not small.has_edge("A", h.target)
+    by = {h.target: h for h in hyps}
+    # C1: B2 (deg 2) contributes 1/log 2 > B1's 1/log 3.
+    assert [b for b, _ in by["C1"].bridges] == ["B2", "B1"]
+    assert by["C1"].bridges[0][1] == pytest.approx(1 / math.log(2))
+    # C2: B1 and B3 tie on 1/log 3; B1 has the stronger weakest count (min(3,2) > min(4,1)).
+    assert [b for b, _ in by["C2"].bridges] == ["B1", "B3"]
+    assert [b for b, _ in by["D"].bridges] == ["B3"]
+    assert [h.linking_terms for h in hyps] == [2, 2, 1]
+    assert sum(c for _, c in by["C1"].bridges) == pytest.approx(by["C1"].score)
+    assert len(small.discover("A", measure="adamic_adar", max_bridges=1)[0].bridges) == 1
+    assert len(small.discover("A", top_k=2)) == 2
+
+
+def test_each_measure_equals_hand_computation(small):
+    for measure in MEASURES:
+        hyps = small.discover("A", measure=measure)
+        got = {h.target: h.score for h in hyps}
+        assert got == pytest.approx(HAND[measure]), measure
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True), measure
+        # score_pairs gives the same values (and is symmetric).
+        pairs = [("A", c) for c in HAND[measure]]
+        assert small.score_pairs(pairs, measure=measure) == pytest.approx(list(HAND[measure].values()))
+        assert small.score_pairs([(c, a) for a, c in pairs], measure=measure) == pytest.approx(list(HAND[measure].values()))
+        for h in hyps:  # bridges add up to the score (jaccard: 1/|union| each)
+            assert sum(c for _, c in h.bridges) == pytest.approx(h.score), (measure, h.target)
+    pmi = {h.target: h for h in small.discover("A", measure="pmi_min")}
+    assert pmi["C2"].bridges == [] and pmi["C2"].linking_terms == 2  # no B with both PMIs > 0
+    # C1: via B2 min(log 6, log 9.6) = log 6 beats via B1 min(log 4.5, log 7.2) = log 4.5.
+    assert pmi["C1"].bridges == [("B2", pytest.approx(math.log(6))), ("B1", pytest.approx(math.log(4.5)))]
+
+
+def test_score_pairs_unknown_nodes_are_zero(small):
+    out = small.score_pairs([("A", "nope"), ("nope", "C1"), ("A", "A"), ("A", "C1")], measure="adamic_adar")
+    assert isinstance(out, np.ndarray)
+    assert out[:3].tolist() == [0.0, 0.0, 0.0] and out[3] > 0
+    with pytest.raises(ValueError):
+        small.score_pairs([("A", "C1")], measure="cosine")
+
+
+def test_allowed_filters_targets(small):
+    hyps = small.discover("A", measure="resource_allocation", allowed=lambda c: c != "C1")
+    assert [h.target for h in hyps] == ["C2", "D"]
+    assert small.discover("A", allowed=lambda c: False) == []
+    assert small.discover("unknown concept") == []
+    with pytest.raises(ValueError):
+        small.discover("A", measure="nope")
+
+
+def test_until_year_drops_later_edges():
+    g = CooccurrenceGraph.from_edges(EDGES, until_year=2001)
+    assert g.neighbors("A") == {"B1": 2.0, "B2": 1.0, "B3": 4.0}  # the 2005 A-B1 count is gone
+    assert "D" not in g  # its only edge is from 2010
+    assert not g.has_edge("B1", "C2")
+    assert [h.target for h in g.discover("A")] == ["C1"]
+    undated = CooccurrenceGraph.from_edges([Edge("x", "y", 1, None), Edge("x", "z", 1, 2020)], until_year=1990)
+    assert undated.neighbors("x") == {"y": 1.0}
+
+
+def test_time_sliced_and_gold_ranks_on_handmade_graph(small):
+    # Before 2002: A-B1, A-B2, A-B3, B1-C1, B2-C1, C1-E, C2-F.  After: B1-C2 (both nodes known before,
+    # unlinked before: positive), B3-C2 (positive), B3-D (D unknown before: not a positive).
+    res = time_sliced_auc(EDGES, cutoff_year=2001, measure="linking_terms")
+    assert res["positives"] == 2 and res["negatives"] == 2
+    assert res["measure"] == "linking_terms" and 0.0 <= res["auc"] <= 1.0
+
+    ranks = gold_ranks(small, [("A", "C1"), ("A", "D"), ("A", "B1"), ("A", "E"), ("Q", "C1")], measure="adamic_adar")
+    assert ranks[0]["covered"] and ranks[0]["rank"] == 1 and ranks[0]["candidates"] == 3
+    assert ranks[0]["percentile"] == pytest.approx(100.0)
+    assert ranks[1]["rank"] == 3 and ranks[1]["percentile"] == pytest.approx(0.0)
+    assert ranks[2]["reason"] == "already directly linked"
+    assert ranks[3]["reason"].startswith("no linking term")
+    assert ranks[4]["reason"] == "start not in graph"
+    tied = gold_ranks(small, [("A", "C2")], measure="jaccard")[0]  # C1 and C2 tie at 0.5
+    assert tied["rank"] == 1 and tied["ties"] == 1
+
+
+def test_edge_holdout_keeps_endpoints():
+    # A star plus a triangle: hiding a leaf edge would isolate the leaf, so only triangle edges qualify.
+    edges = [Edge("hub", f"leaf{i}", 1) for i in range(10)] + [Edge("x", "y", 1), Edge("y", "z", 1), Edge("x", "z", 1)]
+    res = edge_holdout_auc(edges, measure="adamic_adar", holdout_fraction=0.5, seed=1)
+    assert res["positives"] == 1  # removing one triangle edge leaves the other two endpoints with degree 1
+    assert res["negatives"] == 1
+
+
+# ---------------------------------------------------------------------- real data
+@pytest.fixture(scope="module")
+def medline():
+    edges, names = load_medline_disease_edges(_shared("medline-cooccurrence", "disease-disease-cooccurrence.tsv"))
+    return edges, names
+
+
+def test_medline_disease_graph_discover_speed_and_validity(medline):
+    edges, names = medline
+    t0 = time.perf_counter()
+    graph = CooccurrenceGraph.from_edges(edges)
+    build_s = time.perf_counter() - t0
+    assert len(edges) == 8778  # 17,556 rows = every pair in both orientations
+    assert graph.n_edges == sum(1 for e in edges if e.count > 0)
+    timings = {}
+    for measure in MEASURES:
+        t0 = time.perf_counter()
+        hyps = graph.discover(ALZHEIMER, measure=measure, top_k=20)
+        timings[measure] = time.perf_counter() - t0
+        assert len(hyps) == 20
+        direct = graph.neighbors(ALZHEIMER)
+        assert all(h.target not in direct and h.target != ALZHEIMER for h in hyps)
+        assert all(h.bridges and all(b in direct for b, _ in h.bridges) for h in hyps if h.score > 0)
+    print(
+        f"\nMEDLINE disease graph: {len(graph)} nodes, {graph.n_edges} edges (build {build_s * 1000:.1f} ms); "
+        f"Alzheimer's degree {graph.degree[graph.index[ALZHEIMER]]}"
+    )
+    print("discover(DOID:10652) ms: " + ", ".join(f"{m} {s * 1000:.2f}" for m, s in timings.items()))
+    top = graph.discover(ALZHEIMER, measure="adamic_adar", top_k=3)
+    print("top adamic_adar:", [(names[h.target], round(h.score, 2), [names[b] for b, _ in h.bridges[:3]]) for h in top])
+    assert max(timings.values()) < 1.0  # sanity guard; real numbers are ~1 ms
+
+
+def test_medline_edge_holdout_auc_beats_chance(medline):
+    edges, _ = medline
+    results = {m: edge_holdout_auc(edges, measure=m, holdout_fraction=0.1, seed=0) for m in MEASURES}
+    print(
+        "\nedge hold-out AUC (MEDLINE disease graph, 10%, seed 0): "
+        + ", ".join(f"{m} {r['auc']:.3f}" for m, r in results.items())
+        + f" (positives={results['jaccard']['positives']}, negatives={results['jaccard']['negatives']})"
+    )
+    for m, r in results.items():
+        assert r["measure"] == m and r["positives"] == r["negatives"] > 0
+        assert r["auc"] > 0.5, (m, r)
+
+
+@pytest.fixture(scope="module")
+def pubmedqa_edges():
+    return load_pubmedqa_mesh_edges(_shared("pubmedqa", "pqal_train.json"))
+
+
+def test_pubmedqa_time_sliced_auc(pubmedqa_edges):
+    cutoff = 2010
+    years = Counter(e.year for e in pubmedqa_edges)
+    assert sum(n for y, n in years.items() if y <= cutoff) > 0 and sum(n for y, n in years.items() if y > cutoff) > 0
+    results = {m: time_sliced_auc(pubmedqa_edges, cutoff_year=cutoff, measure=m, seed=0) for m in MEASURES}
+    r0 = results["adamic_adar"]
+    print(
+        f"\ntime-sliced AUC (PubMedQA MeSH, cutoff {cutoff}, {r0['nodes']} nodes, {r0['train_edges']} edges, "
+        f"{r0['positives']} positives): " + ", ".join(f"{m} {r['auc']:.3f}" for m, r in results.items())
+    )
+    for m, r in results.items():
+        assert r["positives"] > 100 and r["negatives"] == r["positives"]
+        assert r["auc"] > 0.5, (m, r)
+
+
+def test_gold_ranks_annotated_relations_on_pubmedqa():
+    terms = load_mesh_terms(_shared("mesh-2015", "terms.tsv"))
+    rel = load_annotated_relations(_shared("medline-discoveries", "annotated-relations.tsv"))
+    edges = load_pubmedqa_mesh_edges(_shared("pubmedqa", "pqal_train.json"), name_to_id=terms)
+    graph = CooccurrenceGraph.from_edges(edges)
+    gold = [(r["c1"], r["c2"]) for r in rel]
+    assert len(gold) == 400
+    for measure in MEASURES:
+        res = gold_ranks(graph, gold, measure=measure)
+        assert len(res) == len(gold)
+        covered = [r for r in res if r["covered"]]
+        assert all(1 <= r["rank"] <= r["candidates"] for r in covered)
+        assert all(r.get("reason") for r in res if not r["covered"])
+        if measure == MEASURES[0]:
+            print(
+                "\ngold (annotated-relations, c1 -> c2) on the all-years PubMedQA MeSH graph:",
+                dict(Counter(r.get("reason", "covered") for r in res)),
+            )
+        print(
+            f"  {measure}: covered {len(covered)}/{len(gold)}; (rank, ties, candidates, percentile) "
+            + str([(r["rank"], r["ties"], r["candidates"], round(r["percentile"], 1)) for r in covered])
+            + (
+                f"  pairs: {[(rel[k]['term.c1'], rel[k]['term.c2']) for k, r in enumerate(res) if r['covered']]}"
+                if measure == MEASURES[0]
+                else ""
+            )
+        )
+    # Time-respecting variant: each pair against the graph of the years before its surge year.
+    by_year: dict[int, list[int]] = {}
+    for k, r in enumerate(rel):
+        by_year.setdefault(r["year"], []).append(k)
+    reasons: Counter = Counter()
+    covered_t = []
+    for year, ks in by_year.items():
+        g = CooccurrenceGraph.from_edges(edges, until_year=year - 1)
+        for k, r in zip(ks, gold_ranks(g, [gold[k] for k in ks], measure="adamic_adar"), strict=True):
+            reasons[r.get("reason", "covered")] += 1
+            if r["covered"]:
+                covered_t.append((rel[k]["term.c1"], rel[k]["term.c2"], year, r["rank"], r["candidates"]))
+    print("  time-respecting (graph until surge year - 1), adamic_adar:", dict(reasons), covered_t)
