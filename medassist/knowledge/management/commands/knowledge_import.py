@@ -1,0 +1,65 @@
+"""`manage.py knowledge_import [mesh hsdn cooccurrence pubmedqa medline | all] [--path PATH]`.
+
+Fills the knowledge tables from the real data in MEDASSIST_SHARED_DATA (or ``--path``) and prints
+row counts and seconds per source.  Safe to re-run: every importer updates in place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from medassist.knowledge import importers
+
+# Run in this order: MeSH first, so the others find MeSH names and ids to map onto.
+IMPORTERS = {
+    "mesh": importers.import_mesh,
+    "hsdn": importers.import_hsdn,
+    "cooccurrence": importers.import_disease_cooccurrence,
+    "pubmedqa": importers.import_pubmedqa,
+    "medline": importers.import_medline,
+}
+# Files read beside the main one.
+COMPANIONS = {"mesh": [importers.MESH_TERMS_FILE], "cooccurrence": [importers.DOID_TO_MESH_FILE]}
+
+
+class Command(BaseCommand):
+    help = "Import concepts, documents and co-occurrences into the knowledge tables."
+
+    def add_arguments(self, parser):
+        parser.add_argument("sources", nargs="*", default=["all"], metavar="SOURCE",
+                            help=f"one or more of {', '.join(IMPORTERS)}, or all (the default)")
+        parser.add_argument("--path", default=None,
+                            help="the data folder (default: MEDASSIST_SHARED_DATA), or with one source, its file")
+
+    def handle(self, *args, sources, path, **options):
+        unknown = [s for s in sources if s != "all" and s not in IMPORTERS]
+        if unknown:
+            raise CommandError(f"unknown source {', '.join(unknown)}: choose from {', '.join(IMPORTERS)} or all")
+        chosen = list(IMPORTERS) if "all" in sources else [s for s in IMPORTERS if s in sources]
+        files = self._files(chosen, Path(path) if path else None)
+
+        for source in chosen:  # check every file before importing anything
+            for needed in [files[source], *(files[source].with_name(c) for c in COMPANIONS.get(source, []))]:
+                if not needed.is_file():
+                    raise CommandError(f"{source}: {needed} not found (set MEDASSIST_SHARED_DATA or pass --path)")
+
+        total = 0.0
+        for source in chosen:
+            result = IMPORTERS[source](path=files[source])
+            total += result.seconds
+            self.stdout.write(str(result))
+            for note in result.notes:
+                self.stdout.write(f"  {note}")
+        if len(chosen) > 1:
+            self.stdout.write(f"all: {total:.2f} s")
+
+    def _files(self, chosen: list[str], path: Path | None) -> dict[str, Path]:
+        if path is not None and not path.is_dir():
+            if len(chosen) != 1:
+                raise CommandError(f"--path {path} is a file (or missing): name exactly one source to import it, "
+                                   "or pass the data folder")
+            return {chosen[0]: path}
+        root = path or Path(settings.MEDASSIST_SHARED_DATA)
+        return {source: root / importers.DEFAULT_PATHS[source] for source in chosen}
