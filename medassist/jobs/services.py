@@ -106,6 +106,9 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
         for error in item_errors:
             parts, message = _schema_error_message(error)
             errors.setdefault(_path(f"items[{index}]", parts), []).append(message)
+        if not item_errors:
+            for field_name, message in kind.check_item(item):
+                errors.setdefault(f"items[{index}].{field_name}", []).append(message)
         if not item_errors and kind.text_field:
             length = len(item[kind.text_field])
             if length > max_chars:

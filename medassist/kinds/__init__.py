@@ -43,6 +43,8 @@ class Kind:
     # Items per chunk for a job's params (None: settings.MEDASSIST_CHUNK_SIZE). Language-model work is
     # slow per item: smaller chunks keep each task well inside its time limit and spread the work.
     chunk_size_for: Callable[[dict], int | None] = lambda params: None
+    # Checks beyond the schema that need data (e.g. "unknown concept"): (field, message) pairs.
+    check_item: Callable[[dict], list[tuple[str, str]]] = lambda item: []
     staff_only: bool = False
     load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
     normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}
@@ -84,4 +86,4 @@ def available_kinds(*, user) -> list[str]:
 
 
 # Each kind module registers itself on import.
-from . import literature, noop  # noqa: E402,F401
+from . import hypothesis, literature, noop  # noqa: E402,F401
