@@ -129,6 +129,9 @@ MEDASSIST_MODEL_CHUNK_SIZE = env.int("MEDASSIST_MODEL_CHUNK_SIZE", default=16)
 MEDASSIST_CHUNK_SOFT_TIME_LIMIT = env.int("MEDASSIST_CHUNK_SOFT_TIME_LIMIT", default=240)  # seconds
 MEDASSIST_CHUNK_TIME_LIMIT = env.int("MEDASSIST_CHUNK_TIME_LIMIT", default=300)  # hard kill, seconds
 MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.parent / "shared" / "data"))
+# Knowledge files the diagnosis ranker reads (HSDN symptom-disease links, MeSH symptoms and tree numbers,
+# clinical abbreviation inventories); the shared data folder's layout.
+MEDASSIST_KNOWLEDGE_DATA = env.str("MEDASSIST_KNOWLEDGE_DATA", default=MEDASSIST_SHARED_DATA)
 
 # --- Models (workers/runtime) ---------------------------------------------------------------------
 # Local artifact store: converted checkpoints, int8 and ONNX variants. Nothing is downloaded.

@@ -109,7 +109,7 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
         if not item_errors:
             for field_name, message in kind.check_item(item):
                 errors.setdefault(f"items[{index}].{field_name}", []).append(message)
-        if not item_errors and kind.text_field:
+        if not item_errors and kind.text_field and isinstance(item.get(kind.text_field), str):
             length = len(item[kind.text_field])
             if length > max_chars:
                 errors.setdefault(f"items[{index}].{kind.text_field}", []).append(

@@ -86,4 +86,4 @@ def available_kinds(*, user) -> list[str]:
 
 
 # Each kind module registers itself on import.
-from . import hypothesis, literature, noop  # noqa: E402,F401
+from . import diagnosis, hypothesis, literature, noop  # noqa: E402,F401
