@@ -23,7 +23,7 @@ def test_models_prepare_builds_registers_and_is_idempotent(db, model_dir):
     by_format = {(v.role, v.format): v for v in versions}
     fp32, int8 = by_format[("generator", "torch-fp32")], by_format[("generator", "torch-int8")]
     assert int8.parent == fp32 and int8.size_bytes < 0.6 * fp32.size_bytes and len(int8.checksum) == 64
-    assert ModelVersion.objects.get(role="generator", status="active").format == "torch-int8"
+    assert ModelVersion.objects.get(role="generator", status="active").format == "onnx-int8"
     assert ModelVersion.objects.get(role="embedder", status="active").format == "onnx-int8"
 
     again: list[str] = []

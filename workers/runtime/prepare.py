@@ -32,7 +32,7 @@ from .store import directory_checksum
 
 GENERATOR_NAME = "smollm2-135m-instruct"
 EMBEDDER_NAME = "all-minilm-l6-v2"
-DEFAULT_ACTIVE = {ModelVersion.Role.GENERATOR: "torch-int8", ModelVersion.Role.EMBEDDER: "onnx-int8"}
+DEFAULT_ACTIVE = {ModelVersion.Role.GENERATOR: "onnx-int8", ModelVersion.Role.EMBEDDER: "onnx-int8"}
 
 
 class PrepareError(RuntimeError):
