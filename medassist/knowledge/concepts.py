@@ -134,7 +134,7 @@ _UPPERCASE_ONLY: dict[str, str] = {
 _DISEASE_BRANCHES = ("C", "F03")
 
 # Readable semantic group from a tree number: most specific prefix wins.
-_SEMANTIC_GROUPS: dict[str, str] = {
+SEMANTIC_GROUPS: dict[str, str] = {
     "A": "Anatomy",
     "B": "Organisms",
     "C": "Diseases",
@@ -144,6 +144,15 @@ _SEMANTIC_GROUPS: dict[str, str] = {
     "F": "Psychiatry and Psychology",
     "F03": "Mental Disorders",
     "G": "Phenomena and Processes",
+    "H": "Disciplines and Occupations",
+    "I": "Anthropology, Education, Sociology and Social Phenomena",
+    "J": "Technology, Industry, Agriculture",
+    "K": "Humanities",
+    "L": "Information Science",
+    "M": "Named Groups",
+    "N": "Health Care",
+    "V": "Publication Characteristics",
+    "Z": "Geographicals",
 }
 
 _TREE_RE = re.compile(r"^[A-Z]\d{2}(?:\.\d{3})*$")
@@ -246,7 +255,7 @@ def _clean_trees(raw: list[str]) -> tuple[str, ...]:
 def _group_for(tree: str | None, default: str) -> str:
     if not tree:
         return default
-    return _SEMANTIC_GROUPS.get(tree[:3]) or _SEMANTIC_GROUPS.get(tree[:1], default)
+    return SEMANTIC_GROUPS.get(tree[:3]) or SEMANTIC_GROUPS.get(tree[:1], default)
 
 
 def _disease_entry(data: dict, source: str) -> _Entry | None:

@@ -33,6 +33,7 @@ from django.db import transaction
 from medassist.jobs.parsers import parse_upload
 from medassist.knowledge import concepts as concept_extraction
 
+from .concepts import SEMANTIC_GROUPS  # one table of readable groups for extraction and imports
 from .models import Concept, Cooccurrence, Document, DocumentConcept
 
 __all__ = [
@@ -63,31 +64,6 @@ DEFAULT_PATHS: dict[str, str] = {
 }
 MESH_TERMS_FILE = "terms.tsv"  # next to tree-numbers.tsv
 DOID_TO_MESH_FILE = "DO-slim-to-mesh.tsv"  # next to disease-disease-cooccurrence.tsv
-
-# Readable semantic group from a MeSH tree number; the most specific prefix wins.  The names of the
-# groups that concepts.py also assigns are the same here, so a concept reads the same either way.
-# C23 is strictly "Pathological Conditions, Signs and Symptoms"; like concepts.py we call it all
-# "Signs and Symptoms" (the symptom side of diagnosis).
-SEMANTIC_GROUPS: dict[str, str] = {
-    "A": "Anatomy",
-    "B": "Organisms",
-    "C": "Diseases",
-    "C23": "Signs and Symptoms",
-    "D": "Chemicals and Drugs",
-    "E": "Techniques and Equipment",
-    "F": "Psychiatry and Psychology",
-    "F03": "Mental Disorders",
-    "G": "Phenomena and Processes",
-    "H": "Disciplines and Occupations",
-    "I": "Anthropology, Education, Sociology and Social Phenomena",
-    "J": "Technology, Industry, Agriculture",
-    "K": "Humanities",
-    "L": "Information Science",
-    "M": "Named Groups",
-    "N": "Health Care",
-    "V": "Publication Characteristics",
-    "Z": "Geographicals",
-}
 
 _VOCABULARY_BY_PREFIX = {
     "MESH": Concept.Vocabulary.MESH,

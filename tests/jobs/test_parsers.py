@@ -2,27 +2,18 @@
 
 import gzip
 import json
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from medassist.jobs import parsers
 from medassist.jobs.parsers import ParsedUpload, UploadError, UploadTooLarge, parse_upload
-
-
-def _shared_data() -> Path:
-    env = os.environ.get("MEDASSIST_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import require_shared_data
 
 
 def _sample(name: str) -> bytes:
-    path = _shared_data() / "medline-sample" / name
-    if not path.is_file():
-        pytest.skip(f"shared data not found at {path}")
-    return path.read_bytes()
+    return require_shared_data("medline-sample", name).read_bytes()
 
 
 def _error(data: bytes, filename: str = "", **kw) -> UploadError:

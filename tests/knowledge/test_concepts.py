@@ -7,15 +7,14 @@ module docstring: several differ from NLM's own descriptor ids).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
 from medassist.knowledge import concepts
 from medassist.knowledge.concepts import dictionary_versions, extract_concepts, load
+from tests.conftest import require_shared_data
 
 CONCEPT_KEYS = {
     "id",
@@ -30,17 +29,9 @@ CONCEPT_KEYS = {
 }
 
 
-def _pubmedqa_path() -> Path:
-    root = os.environ.get("MEDASSIST_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return base / "pubmedqa" / "pqal_train.json"
-
-
 @pytest.fixture(scope="module")
 def pubmedqa() -> dict:
-    path = _pubmedqa_path()
-    if not path.is_file():
-        pytest.skip(f"PubMedQA data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)")
+    path = require_shared_data("pubmedqa", "pqal_train.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -38,24 +37,11 @@ from medassist.knowledge.diagnosis import (
     icd10cm_matches,
 )
 from medassist.knowledge.findings import Abbreviations, extract_findings
+from tests.conftest import require_shared_data as shared
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ISCHAEMIC = {"Coronary Disease", "Coronary Artery Disease", "Myocardial Ischemia"}
 MI_CASE = ["chest pain", "dyspnea", "sweating", "nausea"]
 MALARIA_CASE = ["fever", "chills", "headache", "splenomegaly"]
-
-
-def shared(*parts: str) -> Path:
-    root = os.environ.get("MEDASSIST_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    path = base.joinpath(*parts)
-    if not path.exists():
-        reason = f"shared data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)"
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    return path
-
 
 @pytest.fixture(scope="module")
 def hsdn() -> Path:

@@ -8,10 +8,8 @@ speed and that every measure beats chance.  Numbers are printed (run with ``-s``
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,22 +27,9 @@ from medassist.knowledge.discovery import (
     load_pubmedqa_mesh_edges,
     time_sliced_auc,
 )
+from tests.conftest import require_shared_data as _shared
 
 ALZHEIMER = "DOID:10652"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _shared(*parts: str) -> Path:
-    root = os.environ.get("MEDASSIST_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    path = base.joinpath(*parts)
-    if not path.exists():
-        reason = f"shared data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)"
-        if IN_CI:  # CI has the data: never skip silently there
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    return path
-
 
 # ---------------------------------------------------------------------- handmade graph
 #   A - B1 - C1 - E        A's neighbours: B1, B2, B3.  Candidates: C1 (via B1, B2),

@@ -7,9 +7,6 @@ default ``../shared/data``) and skip, saying why, where it is absent (fail under
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from medassist.knowledge.findings import (
@@ -20,21 +17,7 @@ from medassist.knowledge.findings import (
     extract_findings,
     normalize_concept_id,
 )
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def shared(*parts: str) -> Path:
-    root = os.environ.get("MEDASSIST_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    path = base.joinpath(*parts)
-    if not path.exists():
-        reason = f"shared data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)"
-        if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    return path
-
+from tests.conftest import require_shared_data as shared
 
 # --- a tiny vocabulary: grammar tests that need no data -------------------------------------------------------
 

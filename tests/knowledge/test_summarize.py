@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from medassist.knowledge.summarize import extractive_summary, split_sentences
-
-
-def _pubmedqa_path() -> Path:
-    root = os.environ.get("MEDASSIST_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return base / "pubmedqa" / "pqal_train.json"
+from tests.conftest import require_shared_data
 
 
 @pytest.fixture(scope="module")
 def pubmedqa() -> dict:
-    path = _pubmedqa_path()
-    if not path.is_file():
-        pytest.skip(f"PubMedQA data not found at {path} (set MEDASSIST_SHARED_DATA to the shared data dir)")
+    path = require_shared_data("pubmedqa", "pqal_train.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -158,8 +158,8 @@ class Command(BaseCommand):
     # --- qa ------------------------------------------------------------------------------------------------------
 
     def _qa(self, *, data, limit, seed, **_):
-        from medassist.registry.models import ModelVersion
         from medassist.registry.management.commands.bench_models import LABELS, qa_prompt
+        from medassist.registry.models import ModelVersion
         from workers.runtime.store import load_engine
 
         path = data or shared("pubmedqa", "pqal_train.json")
