@@ -72,6 +72,8 @@ class Command(BaseCommand):
             celery_app.control.purge()  # the acceptance jobs' chunks are not part of this benchmark
             Job.objects.filter(pk__in=created).update(status=Job.Status.CANCELLED)
             baseline = self._in_process(abstracts[:items])
+            # The same handler with the model output it has by default (embeddings), for scale.
+            with_model = self._in_process(abstracts[:min(items, 2000)], {"embed": True})
             through_queue = {}
             for concurrency in (1, 2):
                 worker = start_worker(name=f"bench-c{concurrency}", concurrency=concurrency)
@@ -84,7 +86,7 @@ class Command(BaseCommand):
         finally:
             web.stop()
             Job.objects.filter(pk__in=created).delete()
-        self._report(accept, accept_items, baseline, through_queue, items, no_write)
+        self._report(accept, accept_items, baseline, through_queue, items, no_write, with_model)
 
     def _accept(self, base, headers, abstracts, repeats, created) -> list[float]:
         body = json.dumps({"kind": "literature", "items": abstracts, "params": BENCH_PARAMS})
@@ -100,11 +102,11 @@ class Command(BaseCommand):
         self.stdout.write(f"accept {len(abstracts):,} items: " + ", ".join(f"{t:.2f} s" for t in times))
         return times
 
-    def _in_process(self, abstracts) -> float:
+    def _in_process(self, abstracts, job_params: dict = BENCH_PARAMS) -> float:
         """Items/s of the literature handler alone, in this process, in chunk-sized batches."""
         kind = get_kind("literature")
         runtime = get_runtime()
-        params = kind.params_with_defaults(BENCH_PARAMS)
+        params = kind.params_with_defaults(job_params)
         runtime.ensure_kind_loaded(kind)
         runtime.refresh(kind.required_roles(params))
         chunk = settings.MEDASSIST_CHUNK_SIZE
@@ -112,7 +114,7 @@ class Command(BaseCommand):
         for start in range(0, len(abstracts), chunk):
             kind.run(abstracts[start:start + chunk], params, runtime)
         rate = len(abstracts) / (time.perf_counter() - started)
-        self.stdout.write(f"literature handler in-process: {rate:,.0f} items/s")
+        self.stdout.write(f"literature handler {job_params} in-process: {rate:,.0f} items/s")
         return rate
 
     def _through_queue(self, base, headers, kind, abstracts, created) -> float:
@@ -137,7 +139,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{kind} through the queue: {rate:,.0f} items/s ({elapsed:.2f} s accepted-to-done)")
         return rate
 
-    def _report(self, accept, accept_items, baseline, through_queue, items, no_write):
+    def _report(self, accept, accept_items, baseline, through_queue, items, no_write, with_model):
         median_accept = statistics.median(accept)
         noop1, lit1 = through_queue[("noop", 1)], through_queue[("literature", 1)]
         noop2, lit2 = through_queue[("noop", 2)], through_queue[("literature", 2)]
@@ -153,6 +155,8 @@ class Command(BaseCommand):
              "1.00 (baseline)"],
             ["noop through the queue, 1 worker process", rate(noop1),
              f"queue cost per item = {overhead:.1%} of the handler's"],
+            ["literature with embeddings (the default params) in-process, 1 process", rate(with_model),
+             f"queue cost per item = {with_model / noop1:.1%} of this handler's"],
             ["literature through the queue, 1 worker process", rate(lit1), f"{lit1 / baseline:.2f}"],
             ["noop through the queue, 2 worker processes", rate(noop2), f"{noop2 / baseline:.2f}"],
             ["literature through the queue, 2 worker processes", rate(lit2), f"{lit2 / baseline:.2f}"],

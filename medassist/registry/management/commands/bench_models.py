@@ -72,6 +72,8 @@ class Command(BaseCommand):
         parser.add_argument("--job-items", type=int, default=500, help="abstracts in the queued literature job")
         parser.add_argument("--formats", default=",".join(GENERATOR_FORMATS))
         parser.add_argument("--embedder-formats", default=",".join(EMBEDDER_FORMATS))
+        parser.add_argument("--memory-only", action="store_true",
+                            help="only resident memory per generator backend (after load, after one forward)")
         parser.add_argument("--no-write", action="store_true")
         parser.add_argument("--measure", default=None, help=argparse_hidden())
         parser.add_argument("--out", default=None, help=argparse_hidden())
@@ -80,6 +82,8 @@ class Command(BaseCommand):
         if o["measure"]:
             return self._measure_in_this_process(o)
         call_command("models_prepare", verbosity=0)
+        if o["memory_only"]:
+            return self._memory_table(o)
         results: dict[str, dict] = {}
         formats = [f for f in o["formats"].split(",") if f]
         for target in [f"generator:{f}" for f in formats] + ["generator:pipeline"] + \
@@ -106,8 +110,37 @@ class Command(BaseCommand):
         Path(out).unlink()
         return data
 
+    def _memory_table(self, o) -> None:
+        from medassist.registry.models import ModelVersion
+
+        rows, base = [], None
+        for fmt in [f for f in o["formats"].split(",") if f]:
+            r = self._measure_in_subprocess(f"memory:{fmt}", o)
+            base = base or r
+            size = ModelVersion.objects.filter(role="generator", format=fmt).order_by("-created_at").first().size_bytes
+            rows.append([fmt, f"{size / 1e6:,.0f}", f"{r['rss_load_mb']:,.0f}", f"{r['rss_forward_mb']:,.0f}",
+                         f"{r['rss_forward_mb'] / base['rss_forward_mb']:.0%}"])
+        table = format_table(["backend", "artifact (MB)", "RSS added by loading (MB)", "after one 256-token forward (MB)",
+                              "% of torch-fp32"], rows)
+        body = (f"## Generator memory (`python manage.py bench_models --memory-only`)\n\nMachine: "
+                f"{machine_description()}. Each backend in a fresh process: resident memory added by loading, then "
+                f"after one 256-token forward pass (weights touched, runtime buffers allocated).\n\n{table}")
+        self.stdout.write(body)
+        if not o["no_write"]:
+            write_section("bench_models_memory", body)
+
     def _measure_in_this_process(self, o) -> None:
         role, fmt = o["measure"].split(":")
+        if role == "memory":
+            before = rss_mb()
+            engine = self._load("generator", fmt)
+            loaded = rss_mb() - before
+            text = medline_abstracts(1)[0]
+            ids = np.array([engine.tokenizer(text, add_special_tokens=False)["input_ids"][:256]], dtype=np.int64)
+            engine.backend.forward(ids, np.ones_like(ids))
+            Path(o["out"]).write_text(json.dumps({"rss_load_mb": round(loaded, 1),
+                                                  "rss_forward_mb": round(rss_mb() - before, 1)}))
+            return
         before = self._rss_before = rss_mb()
         started = time.perf_counter()
         engine = self._load(role, fmt)
