@@ -78,6 +78,9 @@ class Command(BaseCommand):
             for concurrency in (1, 2):
                 worker = start_worker(name=f"bench-c{concurrency}", concurrency=concurrency)
                 try:
+                    # Warm-up: pool children load their models after the worker reports ready.
+                    for _ in range(concurrency * 2):
+                        self._through_queue(base, headers, "noop", abstracts[:1], created)
                     for kind in ("noop", "literature"):
                         through_queue[(kind, concurrency)] = self._through_queue(
                             base, headers, kind, abstracts[:items], created)
