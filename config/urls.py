@@ -7,6 +7,7 @@ from medassist.common.views import health, metrics
 
 urlpatterns = [
     path("api/v1/", include("medassist.jobs.urls")),
+    path("api/v1/", include("medassist.registry.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

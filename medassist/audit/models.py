@@ -23,6 +23,8 @@ class AuditEvent(models.Model):
         LOGIN_FAILED = "auth.login_failed"
         ADMIN_CHANGE = "admin.change"
         MODEL_PROMOTE = "model.promote"
+        MODEL_PROMOTE_REFUSED = "model.promote_refused"
+        MODEL_ROLLBACK = "model.rollback"
         AUDIT_VERIFY = "audit.verify"
 
     created_at = models.DateTimeField(db_index=True)

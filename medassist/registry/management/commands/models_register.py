@@ -2,7 +2,7 @@
 
 For a checkpoint a user downloaded themselves (e.g. DeepSeek-R1-Distill-Qwen, DeepSeek-LLM): the
 directory is checked (config, weights, tokenizer, a causal-LM architecture), hashed and registered
-as a ``candidate`` generator; promote it in Django admin. Nothing is downloaded.
+as a ``candidate`` generator; promote it in Django admin or through the API. Nothing is downloaded.
 """
 import json
 from pathlib import Path
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--promote", action="store_true", help="make it the active generator at once")
 
     def handle(self, *args, path: Path, name, promote, **options):
-        from medassist.registry.services import model_version_promote
+        from medassist.registry.services import PromotionRefused, model_version_promote
         from workers.runtime.prepare import register_variant
 
         path = path.resolve()
@@ -50,6 +50,9 @@ class Command(BaseCommand):
             config={"source": "registered local directory", "model_type": config.get("model_type"),
                     "architectures": architectures})
         if promote:
-            version = model_version_promote(version=version, reason="models_register --promote")
+            try:
+                version = model_version_promote(version=version, reason="models_register --promote")
+            except PromotionRefused as exc:
+                raise CommandError(f"not promoted: {exc} (use Django admin or the API to force it with a reason)") from exc
         self.stdout.write(f"{'registered' if created else 'already registered'} {version.label} "
                           f"({version.size_bytes / 1e6:,.1f} MB, sha256 {version.checksum[:12]}…, {version.status})")
