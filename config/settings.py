@@ -133,6 +133,14 @@ MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.pa
 # clinical abbreviation inventories); the shared data folder's layout.
 MEDASSIST_KNOWLEDGE_DATA = env.str("MEDASSIST_KNOWLEDGE_DATA", default=MEDASSIST_SHARED_DATA)
 
+# --- Fine-tuning (training/) ---------------------------------------------------------------------
+# Files a finetune job may name as training data must sit under one of these directories.
+MEDASSIST_TRAINING_DATA_DIRS = env.list("MEDASSIST_TRAINING_DATA_DIRS", default=[MEDASSIST_SHARED_DATA])
+# Time limit of one training run (a finetune job), enforced by the run itself (Celery's limits do
+# not apply in the training queue's solo pool). Keep it under the Redis visibility timeout
+# (MEDASSIST_VISIBILITY_TIMEOUT), or a still-running task is redelivered to another worker.
+MEDASSIST_TRAINING_TIME_LIMIT = env.int("MEDASSIST_TRAINING_TIME_LIMIT", default=3300)
+
 # --- Models (workers/runtime) ---------------------------------------------------------------------
 # Local artifact store: converted checkpoints, int8 and ONNX variants. Nothing is downloaded.
 MEDASSIST_MODEL_DIR = Path(env.str("MEDASSIST_MODEL_DIR", default=str(VAR_DIR / "models")))

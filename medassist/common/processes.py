@@ -63,11 +63,14 @@ class ServiceProcess:
 
 
 def start_worker(*, name: str, queues: str = "interactive,batch", concurrency: int = 2, env: dict | None = None,
-                 log_dir: Path | None = None, wait: bool = True) -> ServiceProcess:
-    """``celery -A config worker`` as a subprocess; returns once it reports ready."""
+                 log_dir: Path | None = None, wait: bool = True, pool: str = "prefork") -> ServiceProcess:
+    """``celery -A config worker`` as a subprocess; returns once it reports ready.
+
+    ``pool="solo"`` is how the training queue runs (DESIGN: Ray is never driven from prefork children).
+    """
     log_dir = log_dir or Path(settings.VAR_DIR)
     argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
-            "-P", "prefork", "-n", f"{name}-{os.getpid()}-{time.time_ns()}@%h", "--loglevel=INFO",
+            "-P", pool, "-n", f"{name}-{os.getpid()}-{time.time_ns()}@%h", "--loglevel=INFO",
             "--without-mingle", "--without-gossip"]
     worker = ServiceProcess(argv, log_path=log_dir / f"{name}-worker.log", env=env)
     if wait:

@@ -38,6 +38,8 @@ class Job(models.Model):
     model_versions = models.JSONField(default=dict, blank=True, help_text="role -> version label, all used")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     error = models.TextField(blank=True)
+    status_detail = models.JSONField(default=dict, blank=True,
+                                     help_text="live progress a long-running kind reports (e.g. training step and loss)")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -37,7 +37,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = ["id", "url", "kind", "status", "owner", "params", "source", "progress", "model_version",
-                  "model_versions", "error", "created_at", "started_at", "finished_at", "links"]
+                  "model_versions", "status_detail", "error", "created_at", "started_at", "finished_at", "links"]
 
     def _abs(self, name, job):
         return reverse(name, kwargs={"job_id": job.pk}, request=self.context.get("request"))

@@ -88,11 +88,17 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
     for error in kind.params_validator.iter_errors(params):
         parts, message = _schema_error_message(error)
         errors.setdefault(_path("params", parts), []).append(message)
+    if not errors:
+        for field_name, message in kind.check_params(kind.params_with_defaults(params)):
+            errors.setdefault(f"params.{field_name}", []).append(message)
 
     if not isinstance(items, list):
         raise SubmissionInvalid({"items": ["must be a list of items (or upload a file)"], **errors})
     if not items:
         raise SubmissionInvalid({"items": ["at least one item is required"], **errors})
+    if kind.max_items and len(items) > kind.max_items:
+        raise SubmissionInvalid({"items": [f"a {kind.name} job takes at most {kind.max_items} item(s); got {len(items)}"],
+                                 **errors})
     limit = settings.MEDASSIST_MAX_ITEMS_PER_JOB
     if len(items) > limit:
         raise SubmissionInvalid({"items": [f"too many items: {len(items):,}; the limit is {limit:,} per job, "
@@ -126,9 +132,13 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
 def _enqueue_chunks(job: Job) -> None:
     from workers.tasks import process_chunk  # workers import services: import here to avoid a cycle
 
+    kind = get_kind(job.kind)
+    limits = {}
+    if kind is not None and kind.time_limit:
+        limits = {"soft_time_limit": kind.time_limit, "time_limit": kind.time_limit + 120}
     for start in range(0, job.total_items, job.chunk_size):
         end = min(start + job.chunk_size, job.total_items)
-        process_chunk.apply_async(args=[str(job.id), start, end], queue=job.queue)
+        process_chunk.apply_async(args=[str(job.id), start, end], queue=job.queue, **limits)
 
 
 def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | None = None,
@@ -212,23 +222,40 @@ def job_finalize_if_done(*, job_id) -> bool:
     return True
 
 
-def _run_isolated(kind: Kind, inputs: list[dict], params: dict, runtime) -> list:
+class JobContext:
+    """What a long-running handler (``Kind.wants_context``) may do with its job while it runs."""
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+    def report(self, detail: dict) -> None:
+        """Live progress (e.g. training step and loss), shown as the job's ``status_detail``."""
+        Job.objects.filter(pk=self.job_id).update(status_detail=detail)
+
+    def cancelled(self) -> bool:
+        return Job.objects.filter(pk=self.job_id, status=Job.Status.CANCELLED).exists()
+
+
+def _run_isolated(kind: Kind, inputs: list[dict], params: dict, runtime, context: JobContext | None = None) -> list:
     """Run the handler on the whole batch; if it raises, run item by item so one bad item fails alone."""
     from celery.exceptions import SoftTimeLimitExceeded
 
+    extra = {"context": context} if kind.wants_context else {}
     try:
-        results = kind.run(inputs, params, runtime)
+        results = kind.run(inputs, params, runtime, **extra)
         if len(results) != len(inputs):
             raise RuntimeError(f"handler returned {len(results)} results for {len(inputs)} items")
         return results
     except SoftTimeLimitExceeded:
         raise
-    except Exception:
+    except Exception as exc:
+        if len(inputs) == 1:  # nothing to isolate: running it again would only repeat the work
+            return [ItemFailure(f"{type(exc).__name__}: {exc}"[:2000])]
         log.warning("batch failed; retrying item by item", extra={"kind": kind.name, "items": len(inputs)})
     results = []
     for item in inputs:
         try:
-            results.append(kind.run([item], params, runtime)[0])
+            results.append(kind.run([item], params, runtime, **extra)[0])
         except SoftTimeLimitExceeded:
             raise
         except Exception as exc:  # the item's own failure, stored on the item (never logged: may hold text)
@@ -320,7 +347,7 @@ def job_process_chunk(*, job_id, start: int, end: int, runtime) -> ChunkReport:
     runtime.ensure_kind_loaded(kind)
     runtime.refresh(roles)
     started = time.perf_counter()
-    outcomes = _run_isolated(kind, [item.input for item in items], params, runtime)
+    outcomes = _run_isolated(kind, [item.input for item in items], params, runtime, JobContext(job_id))
     per_item_ms = (time.perf_counter() - started) * 1000 / len(items)
     versions = {role: runtime.versions[role] for role in roles}
     succeeded, failed = _store_outcomes(job_id=job_id, items=items, outcomes=outcomes,

@@ -45,7 +45,16 @@ class Kind:
     chunk_size_for: Callable[[dict], int | None] = lambda params: None
     # Checks beyond the schema that need data (e.g. "unknown concept"): (field, message) pairs.
     check_item: Callable[[dict], list[tuple[str, str]]] = lambda item: []
+    # Checks of the params beyond the schema (e.g. one knob constrains another): (field, message) pairs.
+    check_params: Callable[[dict], list[tuple[str, str]]] = lambda params: []
     staff_only: bool = False
+    max_items: int | None = None  # e.g. finetune: one item describes the whole run
+    # Soft time limit (seconds) of one chunk of this kind, instead of MEDASSIST_CHUNK_SOFT_TIME_LIMIT:
+    # a training run takes far longer than a chunk of abstracts.
+    time_limit: int | None = None
+    # The handler takes a ``context`` keyword (a ``medassist.jobs.services.JobContext``) to report
+    # live progress into the job and to notice a cancellation while it runs.
+    wants_context: bool = False
     load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
     normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}
     item_validator: Draft202012Validator = field(init=False, repr=False, compare=False)
@@ -86,4 +95,4 @@ def available_kinds(*, user) -> list[str]:
 
 
 # Each kind module registers itself on import.
-from . import diagnosis, hypothesis, literature, noop  # noqa: E402,F401
+from . import diagnosis, finetune, hypothesis, literature, noop  # noqa: E402,F401

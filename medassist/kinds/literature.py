@@ -1,13 +1,22 @@
 """The ``literature`` kind: per abstract, concepts, summaries, an embedding and question answering.
 
 - Concepts come from the disease and drug dictionaries that the vocabulary packages ship (see
-  ``medassist.knowledge.concepts``), with exact mention offsets as evidence.
+  ``medassist.knowledge.concepts``), with exact mention offsets as evidence.  Their MeSH ids are
+  corrected against the imported MeSH 2015 concepts by name (the packages' ids are often wrong:
+  metformin arrives with its drug class's id), with one query per chunk; each concept says how its
+  id was found (``id_source``) and keeps a differing package id as ``package_id``.  Without a MeSH
+  import the package ids are reported as they are (``id_source`` "package").
 - The extractive summary picks the abstract's own sentences and reports each one's score.
 - ``embed`` (default on): the active embedder's vector, for similarity search.
 - ``generate_summary`` (opt-in): the active generator's summary; the instruction comes *after*
   the abstract, because placed first this small model copies the abstract back.
 - ``question``: yes/no/maybe read from the likelihood of each label (never parsed out of free
   text), with the label probabilities and a short generated rationale.
+- ``add_to_corpus`` (opt-in): each abstract becomes a knowledge ``Document`` (source "job") linked
+  to its concepts (all types, whatever ``concept_types`` reports), and the corpus co-occurrence graph
+  that the ``hypothesis`` kind ranks with counts it; see ``medassist.knowledge.services``.  A PMID
+  (or, without one, the exact title and text) already in the corpus adds nothing again.  Written
+  last, after every model output, so a redelivered or item-by-item retried chunk finds it there.
 Every model output names the model version, backend and generation settings that produced it.
 """
 from __future__ import annotations
@@ -15,10 +24,12 @@ from __future__ import annotations
 from django.conf import settings
 
 from medassist.knowledge import concepts as concept_finder
+from medassist.knowledge import selectors
+from medassist.knowledge.services import corpus_add_documents, corpus_document_error
 from medassist.knowledge.summarize import extractive_summary
 from medassist.registry.models import ModelVersion
 
-from . import Kind, register
+from . import ItemFailure, Kind, register
 
 ITEM_SCHEMA = {
     "type": "object",
@@ -50,6 +61,10 @@ PARAMS_SCHEMA = {
                      "description": "answer this yes/no/maybe question about every abstract"},
         "max_new_tokens": {"type": "integer", "minimum": 8, "maximum": 256, "default": 80,
                            "description": "length limit of generated text (summary, rationale)"},
+        "add_to_corpus": {"type": "boolean", "default": False,
+                          "description": "store each abstract in the knowledge corpus (a document with its concept "
+                                         "links, counted in the co-occurrence graph that hypothesis jobs use); "
+                                         "a PMID already there is not added or counted again"},
     },
 }
 
@@ -64,7 +79,17 @@ RESULT_SCHEMA = {
     "type": "object",
     "properties": {
         "concepts": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "string"}, "mesh_id": {"type": "string"}, "name": {"type": "string"},
+            "id": {"type": ["string", "null"],
+                   "description": '"MESH:<mesh_id>", else "DRUGBANK:<id>"; null where no id can be trusted'},
+            "mesh_id": {"type": ["string", "null"], "description": "NLM MeSH descriptor id (see id_source)"},
+            "id_source": {"type": "string", "description": (
+                '"mesh-2015 by name": the imported MeSH 2015 descriptor of this name ("<importer> by name", '
+                'e.g. "medline-heading by name": a MeSH concept another importer created); "package": the '
+                "vocabulary package's id, nothing imported contradicts it (or MeSH is not imported); "
+                '"package, mesh id rejected": the package\'s MeSH id is another descriptor, so none is given')},
+            "package_id": {"type": "string", "description": "the package's MeSH id, where it differs from mesh_id"},
+            "drugbank_id": {"type": "string"},
+            "name": {"type": "string"},
             "type": {"type": "string"}, "semantic_group": {"type": "string"}, "count": {"type": "integer"},
             "mentions": {"type": "array"}, "source": {"type": "string"}}}},
         "summary": {"type": "object", "properties": {
@@ -77,6 +102,11 @@ RESULT_SCHEMA = {
         "answer": {"type": "object", "properties": {
             "label": {"enum": list(ANSWER_LABELS)}, "probabilities": {"type": "object"},
             "rationale": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"}}},
+        "corpus": {"type": "object", "description": "with add_to_corpus: the item's knowledge document", "properties": {
+            "document_id": {"type": "integer"},
+            "added": {"type": "boolean", "description": "false: the corpus held this PMID (or text) already; "
+                                                        "nothing was counted again"},
+            "concepts_linked": {"type": "integer", "description": "concepts the document is linked to"}}},
     },
 }
 
@@ -103,11 +133,14 @@ def _abstract_block(item: dict) -> str:
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     wanted = set(params["concept_types"])
     version = runtime.version_label("concepts")
-    results = []
-    for item in batch:
-        found = [c for c in concept_finder.extract_concepts(item["text"]) if c["type"] in wanted]
+    extracted = [concept_finder.extract_concepts(item["text"]) for item in batch]
+    # One query for the whole chunk: the imported concepts these names and package ids resolve to.
+    resolver = selectors.concept_resolver_for(found=(c for found in extracted for c in found))
+    results: list = []
+    for item, found in zip(batch, extracted, strict=True):
+        concepts = [selectors.concept_with_resolved_id(found=c, resolver=resolver) for c in found if c["type"] in wanted]
         summary = extractive_summary(item["text"], max_sentences=params["summary_sentences"], title=item.get("title"))
-        results.append({"concepts": found, "summary": summary, "model_version": version})
+        results.append({"concepts": concepts, "summary": summary, "model_version": version})
 
     if params["embed"]:
         role = ModelVersion.Role.EMBEDDER
@@ -147,7 +180,27 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
                     "method": "label likelihood (the answer is the most probable label, not parsed text)",
                     "rationale_settings": rationale_settings.as_dict(),
                 }
+
+    if params["add_to_corpus"]:
+        _add_to_corpus(batch, extracted, resolver, results)
     return results
+
+
+def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list) -> None:
+    """Store the chunk's abstracts in the corpus (one transaction); an item the corpus cannot take
+    fails alone, with the reason."""
+    storable = []
+    for index, item in enumerate(batch):
+        if problem := corpus_document_error(item):
+            results[index] = ItemFailure(f"add_to_corpus: {problem}")
+        else:
+            storable.append(index)
+    if not storable:
+        return
+    added = corpus_add_documents(items=[batch[i] for i in storable], concepts_per_item=[extracted[i] for i in storable],
+                                 resolver=resolver)
+    for index, document in zip(storable, added.documents, strict=True):
+        results[index]["corpus"] = document
 
 
 KIND = register(Kind(

@@ -47,10 +47,13 @@ these dictionaries are frequently *not* the descriptor's own unique id -- e.g.
 "Myocardial Infarction" carries D006342 (NLM: D009203) and drug entries
 often carry the id of a pharmacological-action class shared by many drugs
 (metformin and insulin both have D007004, 129 drugs share D007155).  Names
-and tree numbers look right.  We report the packages' ids as they are (they
-are the only ids available offline) but identify a concept by its dictionary
-entry, not by its id, so two different drugs that share an id stay two
-concepts.  Downstream code must not assume ``id`` is unique within a result.
+and tree numbers look right.  This module reports the packages' ids as they
+are (it reads no database) but identifies a concept by its dictionary entry,
+not by its id, so two different drugs that share an id stay two concepts.
+Downstream code must not assume ``id`` is unique within a result.  Where MeSH
+2015 is imported, ``importers.ConceptResolver`` corrects the ids by name (the
+corpus importers, ``services.corpus_add_documents`` and the literature kind's
+results via ``selectors.concept_with_resolved_id``).
 
 Public interface::
 

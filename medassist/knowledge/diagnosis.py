@@ -1,4 +1,5 @@
-"""Differential diagnosis ranking from a symptom-disease association matrix (HSDN).
+"""Differential diagnosis ranking from a symptom-disease association matrix (HSDN), plus corpus,
+HPO and embedding components.
 
 Findings (free text through :mod:`medassist.knowledge.findings`, or coded) + optional age/sex ->
 ranked diagnoses with the evidence behind each score.  The ranking is pure knowledge lookup and
@@ -31,16 +32,41 @@ Score (documented so that every number in a result can be re-derived)
       little; one linked to few says a lot);
     * ``s_pos(d) = cos(q+, row_d)`` -- the spec's cosine of case vector and disease profile;
     * ``q-``: the negated findings (same weighting); ``s_neg(d) = cos(q-, row_d)``;
-    * ``knowledge(d) = s_pos(d) - NEGATION_PENALTY * s_neg(d)`` with ``NEGATION_PENALTY = 0.5``:
+    * ``hsdn(d) = s_pos(d) - NEGATION_PENALTY * s_neg(d)`` with ``NEGATION_PENALTY = 0.5``
+      (the HSDN component, always on):
       denying a disease's dominant symptom costs up to half of a perfect match, so strong positive
       evidence can still outweigh one denial (negation in notes is noisy, and HSDN's links are
       literature co-occurrence, not sensitivity), while a denied hallmark clearly demotes;
-    * ``extra_scores`` (disease id -> [0, 1], e.g. phenotype-annotation or embedding similarity
-      computed elsewhere) are mixed in linearly: ``score = (1 - EXTRA_WEIGHT) * knowledge +
-      EXTRA_WEIGHT * extra`` with ``EXTRA_WEIGHT = 0.25`` (only when extra scores are given); the
-      matrix stays the main evidence, the extra source re-orders close calls;
-    * a disease is listed only with some positive evidence (a matched present finding or an
-      extra score > 0); a case with only negated findings has no differential.
+    * three optional components, each with a weight (:class:`ComponentWeights`; 0 = off, the
+      library default, so that all-0 is exactly the HSDN ranking)::
+
+          knowledge(d) = hsdn(d) + w_corpus * corpus(d) + w_hpo * hpo(d) + w_embedding * embedding(d)
+
+      - ``corpus(d)``: the same two cosines over a second matrix built the same way (hierarchy,
+        sqrt, row norm) from symptom-disease co-occurrence counts in our knowledge corpus
+        (:meth:`DiagnosisRanker.use_corpus`; TF-IDF as HSDN computed it: count x ln(diseases /
+        diseases co-occurring with the symptom)).  An empty corpus is a zero matrix: no effect;
+      - ``hpo(d)``: the share of the case's present findings that the HPO annotations of d's
+        OMIM/Orphanet namesakes cover, IC-weighted, with ancestor propagation
+        (:mod:`medassist.knowledge.phenotypes`, :meth:`DiagnosisRanker.use_phenotypes`);
+      - ``embedding(d)``: ``max(0, cos(e(findings), e(disease text)))`` with a sentence embedder
+        (a :class:`TextEncoder` over ``runtime.engine("embedder").encode``).  The findings text is
+        the present findings' names ("Fever, Chills, Headache", plus any text the vocabulary did
+        not know); the disease text its name and its top ``N_TEXT_SYMPTOMS`` HSDN symptoms among
+        the links the ranker holds (so held-out links never enter it), or the name only
+        (``embedding_text="name"``).  Disease texts are encoded once per encoder (model version);
+      every diagnosis reports each active component's ``value``, ``weight`` and ``contribution``
+      in ``score_components`` (the contributions sum to the score) and names them in the
+      explanation.  The weights the diagnosis kind uses by default are those that evaluated best
+      (``manage.py evaluate diagnosis``, docs/evaluation.md);
+    * ``extra_scores`` (disease id -> [0, 1], any other source computed elsewhere) are mixed in
+      linearly: ``score = (1 - EXTRA_WEIGHT) * knowledge + EXTRA_WEIGHT * extra`` with
+      ``EXTRA_WEIGHT = 0.25`` (only when extra scores are given); the matrix stays the main
+      evidence, the extra source re-orders close calls;
+    * a disease is listed only with some positive evidence (a matched present finding in HSDN or
+      the corpus, an HPO match, or an extra score > 0); an embedding similarity is never exactly
+      0, so it re-orders candidates but adds none; a case with only negated findings has no
+      differential.
     A concept both affirmed and negated in one case counts as present (a positive mention is
     evidence; the denial may refer to another time).
 
@@ -78,18 +104,26 @@ Public interface::
     Diagnosis (dataclass; .to_dict())
     DiagnosisRanker.from_hsdn(hsdn_path, *, exclude_diseases=..., exclude_links=..., vocabulary=None,
                               abbreviations=None, mesh_tree_path="auto", propagate_hierarchy=True,
-                              weighting="sqrt", icd10=True)
-    DiagnosisRanker.rank(findings, *, top_k=10, age=None, sex=None, extra_scores=None) -> list[Diagnosis]
+                              weighting="sqrt", icd10=True, embedding_text="profile")
+    DiagnosisRanker.use_corpus(links: [(concept a, concept b, documents)]) -> {"pairs", "diseases", "symptoms"}
+    DiagnosisRanker.use_phenotypes(index: PhenotypeIndex | None)
+    DiagnosisRanker.rank(findings, *, top_k=10, age=None, sex=None, extra_scores=None,
+                         weights: ComponentWeights | None = None, encoder: TextEncoder | None = None)
+                         -> list[Diagnosis]
     DiagnosisRanker.resolve(findings) -> list[Finding]
+    ComponentWeights(corpus=0.0, hpo=0.0, embedding=0.0)
+    TextEncoder(encode, version)                 # .vectors(texts) -> [N, dim], cached per text
     icd10cm_matches(name, limit=3) -> list[dict]
     cases_from_hsdn_holdout(hsdn_path, *, fraction=0.2, seed=0, findings_per_case=5, n_cases=None,
                             pool_size=None, kept_links=1) -> (held_out_links, cases)
-    evaluate(ranker_factory, cases) -> dict   # n, top1, top3, top10, top20, mrr_at_20, ...
+    evaluate(ranker_factory, cases, *, weights=None, encoder=None) -> dict   # n, top1, ..., mrr_at_20
+    evaluate_many(ranker_factory, cases, {label: rank() kwargs}) -> {label: dict}
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import re
 import statistics
 import threading
@@ -114,9 +148,12 @@ from medassist.knowledge.findings import (
 __all__ = [
     "Diagnosis",
     "DiagnosisRanker",
+    "ComponentWeights",
+    "TextEncoder",
     "icd10cm_matches",
     "cases_from_hsdn_holdout",
     "evaluate",
+    "evaluate_many",
     "NEGATION_PENALTY",
     "EXTRA_WEIGHT",
 ]
@@ -124,6 +161,67 @@ __all__ = [
 NEGATION_PENALTY = 0.5  # weight of cos(negated findings, disease profile), subtracted
 EXTRA_WEIGHT = 0.25  # share of `extra_scores` in the final score when they are given
 N_UNMATCHED = 5  # how many typical-but-unreported findings to list per diagnosis
+N_TEXT_SYMPTOMS = 10  # a disease's embedding text: its name + this many top HSDN symptoms
+
+
+@dataclass(frozen=True)
+class ComponentWeights:
+    """What each evidence source adds to the HSDN score: ``score = hsdn + sum(weight x value)``.
+
+    0 switches a component off (all 0: the HSDN-only ranking, score for score).  These library
+    defaults are all 0; the diagnosis kind's defaults are the weights that evaluated best
+    (``medassist.kinds.diagnosis.DEFAULT_WEIGHTS``, docs/evaluation.md).
+    """
+
+    corpus: float = 0.0  # x (cos(case, corpus profile) - NEGATION_PENALTY x cos(denied, corpus profile)), in [-0.5, 1]
+    hpo: float = 0.0  # x HPO annotation coverage of the case, in [0, 1] (medassist.knowledge.phenotypes)
+    embedding: float = 0.0  # x max(0, cos(embedding of the findings, embedding of the disease text)), in [0, 1]
+
+    def __post_init__(self):
+        for name, value in self.as_dict().items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} weight must be a finite number >= 0, not {value!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"corpus": self.corpus, "hpo": self.hpo, "embedding": self.embedding}
+
+
+class TextEncoder:
+    """An embedding model's ``encode(texts) -> [N, dim]`` with a per-text cache, named by its version.
+
+    The ranker keeps its disease-text embeddings per encoder object: a new model version means a
+    new ``TextEncoder`` and one re-encoding of the ~120 disease texts; the same encoder shared by
+    many rankers (the hold-out evaluation) encodes each distinct text once.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], version: str, *, cache_size: int = 20_000) -> None:
+        self._encode = encode
+        self.version = version
+        self.cache_size = cache_size
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.encoded = 0  # texts actually sent to the model (the rest came from the cache)
+        self.encode_seconds = 0.0
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), dim] float32, rows L2-normalised."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            new: dict[str, np.ndarray] = {}
+            if missing:
+                started = time.perf_counter()
+                vecs = np.asarray(self._encode(missing), dtype=np.float32)
+                self.encode_seconds += time.perf_counter() - started
+                self.encoded += len(missing)
+                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+                new = dict(zip(missing, vecs / np.where(norms > 0, norms, 1.0), strict=True))
+            if not texts:
+                return np.zeros((0, 0), dtype=np.float32)
+            out = np.stack([new[t] if t in new else self._cache[t] for t in texts])
+            if len(self._cache) + len(new) > self.cache_size:
+                self._cache.clear()  # rare (an evaluation of many thousand cases): start over
+            self._cache.update(new)
+            return out
 
 # MeSH tree prefixes of sex-specific anatomy (see module docstring).
 _MALE_ONLY_TREES = ("C12.294",)  # Genital Diseases, Male
@@ -144,6 +242,10 @@ class Diagnosis:
     xrefs: list[str] = field(default_factory=list)  # other ids of the disease, e.g. "DOID:12365"
     components: dict = field(default_factory=dict)  # symptom_cosine, negation_penalty, extra (the score's parts)
     notes: list[str] = field(default_factory=list)  # e.g. the sex-compatibility flag
+    # per evidence source: {"value", "weight", "contribution"}; the contributions sum to the score
+    # (hsdn always; corpus, hpo, embedding when their weight is > 0; extra when extra scores are given)
+    score_components: dict = field(default_factory=dict)
+    phenotypes: dict = field(default_factory=dict)  # HPO evidence: linked disease, matched findings -> terms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +262,7 @@ class _Link:
     cooccurs: int
     tfidf: float
     doid: str
+    doid_name: str = ""
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -174,7 +277,8 @@ def _read_hsdn_cached(key: tuple[str, int, int]) -> tuple[_Link, ...]:
         for row in csv.DictReader(fh, delimiter="\t"):
             links.append(_Link(normalize_concept_id(row["disease_id"]), row["disease_name"],
                                normalize_concept_id(row["symptom_id"]), row["symptom_name"],
-                               int(row["cooccurs"]), float(row["tfidf_score"]), row["doid_code"]))
+                               int(row["cooccurs"]), float(row["tfidf_score"]), row["doid_code"],
+                               row.get("doid_name") or ""))
     return tuple(links)
 
 
@@ -350,27 +454,56 @@ def icd10cm_matches(name: str, limit: int = 3) -> list[dict]:
             for c, d, m, s in _icd10cm_matches_cached(name, limit)]
 
 
+@dataclass
+class _Scored:
+    """One case scored against every disease (what :meth:`DiagnosisRanker.rank` turns into diagnoses)."""
+
+    order: list[int]  # candidate row indices, best first
+    score: np.ndarray
+    values: dict[str, np.ndarray]  # per component, before its weight
+    active: list[str]
+    weight_of: dict[str, float]
+    scale: float  # 1 - EXTRA_WEIGHT when extra scores are mixed in, else 1
+    extra: np.ndarray
+    s_pos: np.ndarray
+    s_neg: np.ndarray
+    present: dict
+    negated: dict
+    pos_norm: float
+    neg_norm: float
+    matches: dict
+    sex: str | None
+    incompatible: Callable[[int], bool]
+
+
 # --- the ranker --------------------------------------------------------------------------------------------
 
 _CONCEPT_RE = re.compile(r"^(?:MESH:)?[CD]\d{6,9}$", re.IGNORECASE)
 
 
 class DiagnosisRanker:
-    """Cosine ranking of diseases against a case's findings over the HSDN TF-IDF matrix."""
+    """Cosine ranking of diseases against a case's findings over the HSDN TF-IDF matrix, plus the
+    optional corpus, HPO and embedding components (see the module docstring)."""
 
     def __init__(self, *, disease_ids: list[str], disease_names: list[str], disease_xrefs: list[list[str]],
                  symptom_ids: list[str], symptom_names: list[str], matrix: sparse.csr_matrix,
                  vocabulary: SymptomVocabulary, abbreviations: Abbreviations | None = None,
-                 sex_specific: Mapping[str, str] | None = None, icd10: bool = True) -> None:
+                 sex_specific: Mapping[str, str] | None = None, icd10: bool = True,
+                 disease_aliases: list[list[str]] | None = None, disease_texts: list[str] | None = None,
+                 symptom_ancestors: Mapping[int, set[int]] | None = None) -> None:
         self.disease_ids = disease_ids
         self.disease_names = disease_names
         self.disease_xrefs = disease_xrefs
+        self.disease_aliases = disease_aliases or [[] for _ in disease_ids]  # e.g. HSDN's DOID name
+        # what the embedding component encodes per disease (default: the name in natural word order)
+        self.disease_texts = disease_texts or [_invert_mesh(n) for n in disease_names]
         self.symptom_ids = symptom_ids
         self.symptom_names = symptom_names
         self.matrix = matrix  # diseases x symptoms, rows L2-normalised
         self.vocabulary = vocabulary
         self.abbreviations = abbreviations
         self.sex_specific = dict(sex_specific or {})
+        self.symptom_ancestors = dict(symptom_ancestors or {})
         self._disease_index = {d: i for i, d in enumerate(disease_ids)}
         self._symptom_index = {s: j for j, s in enumerate(symptom_ids)}
         n = matrix.shape[0]
@@ -383,13 +516,18 @@ class DiagnosisRanker:
         if icd10:  # precomputed so that rank() never pays for the ICD index
             for name in disease_names:
                 self._icd[name] = icd10cm_matches(name)
+        # optional evidence sources (use_corpus, use_phenotypes; the encoder comes with each rank() call)
+        self._corpus = np.zeros_like(self._dense)  # diseases x symptoms, rows L2-normalised (or zero)
+        self.corpus_stats = {"pairs": 0, "diseases": 0, "symptoms": 0}
+        self.phenotypes = None  # a medassist.knowledge.phenotypes.PhenotypeIndex
+        self._embedded: tuple[TextEncoder, np.ndarray] | None = None
 
     @classmethod
     def from_hsdn(cls, hsdn_path: Path, *, exclude_diseases: Iterable[str] = frozenset(),
                   exclude_links: Iterable[tuple[str, str]] = frozenset(),
                   vocabulary: SymptomVocabulary | None = None, abbreviations: Abbreviations | None = None,
                   mesh_tree_path: Path | str | None = "auto", propagate_hierarchy: bool = True,
-                  weighting: str = "sqrt", icd10: bool = True) -> DiagnosisRanker:
+                  weighting: str = "sqrt", icd10: bool = True, embedding_text: str = "profile") -> DiagnosisRanker:
         """Build from HSDN ``symptoms-DO.tsv``.
 
         ``exclude_diseases``: ids ("MESH:D008288" or "D008288") or names of diseases to leave out.
@@ -401,7 +539,12 @@ class DiagnosisRanker:
         exists (the shared-data layout); None turns both off.
         ``weighting``: how HSDN's TF-IDF enters the matrix before row normalisation: "sqrt"
         (default), "tfidf" (as is) or "log" (``log1p``) -- see the module docstring.
+        ``embedding_text``: what the embedding component encodes per disease: "profile" (default;
+        the name + its top HSDN symptoms among the links *kept*, so an excluded link never reaches
+        it) or "name" (the name only).
         """
+        if embedding_text not in ("profile", "name"):
+            raise ValueError(f"embedding_text must be 'profile' or 'name', not {embedding_text!r}")
         links = _read_hsdn(hsdn_path)
         if mesh_tree_path == "auto":
             guess = Path(hsdn_path).resolve().parent.parent / "mesh-2015" / "tree-numbers.tsv"
@@ -412,6 +555,7 @@ class DiagnosisRanker:
         disease_ids: list[str] = []
         disease_names: list[str] = []
         xrefs: list[list[str]] = []
+        aliases: list[list[str]] = []
         symptom_ids: list[str] = []
         symptom_names: list[str] = []
         d_index: dict[str, int] = {}
@@ -427,6 +571,7 @@ class DiagnosisRanker:
                 disease_ids.append(link.disease_id)
                 disease_names.append(link.disease_name)
                 xrefs.append([link.doid] if link.doid else [])
+                aliases.append([link.doid_name] if link.doid_name else [])
             if link.symptom_id not in s_index:
                 s_index[link.symptom_id] = len(symptom_ids)
                 symptom_ids.append(link.symptom_id)
@@ -437,25 +582,71 @@ class DiagnosisRanker:
         matrix = sparse.csr_matrix((vals, (rows, cols)), shape=(len(disease_ids), len(symptom_ids)), dtype=np.float64)
         matrix.sum_duplicates()
 
+        texts = None
+        if embedding_text == "profile":  # from the raw kept links: before the hierarchy adds ancestors
+            raw = matrix.toarray()
+            texts = []
+            for i, name in enumerate(disease_names):
+                top = [j for j in np.argsort(-raw[i], kind="stable")[:N_TEXT_SYMPTOMS] if raw[i, j] > 0]
+                texts.append(f"{_invert_mesh(name)}: " + ", ".join(_invert_mesh(symptom_names[j]) for j in top))
+
         trees = _read_trees(Path(mesh_tree_path), set(disease_ids) | set(symptom_ids)) if mesh_tree_path else {}
-        if trees and propagate_hierarchy:
-            matrix = _propagate_up(matrix, _symptom_ancestors(trees, symptom_ids))
-        if weighting == "log":
-            matrix.data = np.log1p(matrix.data)
-        elif weighting == "sqrt":
-            matrix.data = np.sqrt(matrix.data)
-        elif weighting != "tfidf":
-            raise ValueError(f"weighting must be 'tfidf', 'sqrt' or 'log', not {weighting!r}")
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        matrix = sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix)
+        ancestors = _symptom_ancestors(trees, symptom_ids) if trees and propagate_hierarchy else {}
+        matrix = _weigh_and_normalise(_propagate_up(matrix, ancestors), weighting)
 
         if vocabulary is None:
             vocabulary = SymptomVocabulary.from_names(dict(zip(symptom_ids, symptom_names, strict=True)))
         sex_specific = _sex_specific(trees, disease_ids)
         return cls(disease_ids=disease_ids, disease_names=disease_names, disease_xrefs=xrefs,
                    symptom_ids=symptom_ids, symptom_names=symptom_names, matrix=matrix, vocabulary=vocabulary,
-                   abbreviations=abbreviations, sex_specific=sex_specific, icd10=icd10)
+                   abbreviations=abbreviations, sex_specific=sex_specific, icd10=icd10, disease_aliases=aliases,
+                   disease_texts=texts, symptom_ancestors=ancestors)
+
+    # --- optional evidence sources ---
+    def use_corpus(self, links: Iterable[tuple[str, str, int]]) -> dict:
+        """Symptom-disease co-occurrence counts of the knowledge corpus -> the corpus component's matrix.
+
+        ``links``: (concept a, concept b, documents mentioning both), in either order (the corpus
+        graph stores undirected pairs with a < b); pairs that are not one ranker disease and one
+        ranker symptom are ignored.  The counts become TF-IDF the way HSDN's were (Zhou et al.:
+        ``count x ln(diseases / diseases co-occurring with the symptom)``), then the same symptom
+        hierarchy, square root and row normalisation as the HSDN matrix.  Replaces the previous
+        corpus; an empty corpus is a zero matrix (no effect).  Returns what was used.
+        """
+        counts = np.zeros_like(self._dense)
+        for a, b, n in links:
+            a, b = normalize_concept_id(str(a)), normalize_concept_id(str(b))
+            i, j = self._disease_index.get(a), self._symptom_index.get(b)
+            if i is None or j is None:
+                i, j = self._disease_index.get(b), self._symptom_index.get(a)
+            if i is not None and j is not None and n and n > 0:
+                counts[i, j] += float(n)
+        diseases_with = np.count_nonzero(counts, axis=0)
+        idf = np.log(len(self.disease_ids) / np.maximum(diseases_with, 1))
+        tfidf = sparse.csr_matrix(counts * idf)
+        tfidf.eliminate_zeros()
+        corpus = _weigh_and_normalise(_propagate_up(tfidf, self.symptom_ancestors), "sqrt").toarray()
+        self._corpus = corpus  # one assignment: a concurrent rank() sees the old or the new matrix
+        self.corpus_stats = {"pairs": int(np.count_nonzero(counts)), "diseases": int(np.count_nonzero(counts.sum(1))),
+                             "symptoms": int(np.count_nonzero(diseases_with))}
+        return dict(self.corpus_stats)
+
+    def use_phenotypes(self, index) -> None:
+        """A :class:`medassist.knowledge.phenotypes.PhenotypeIndex` for the HPO component (None: off)."""
+        self.phenotypes = index
+
+    def disease_name_map(self) -> dict[str, list[str]]:
+        """MeSH id -> names (preferred, then aliases): what a PhenotypeIndex is built from."""
+        return {d: [n, *a] for d, n, a in zip(self.disease_ids, self.disease_names, self.disease_aliases, strict=True)}
+
+    def disease_vectors(self, encoder: TextEncoder) -> np.ndarray:
+        """The disease texts' embeddings under ``encoder`` (computed once per encoder)."""
+        cached = self._embedded
+        if cached is not None and cached[0] is encoder:
+            return cached[1]
+        vectors = encoder.vectors(self.disease_texts)
+        self._embedded = (encoder, vectors)
+        return vectors
 
     # --- inputs ---
     def resolve(self, findings: Sequence[Finding | str | Mapping]) -> list[Finding]:
@@ -464,7 +655,8 @@ class DiagnosisRanker:
         A string is a concept id ("MESH:D005334", "D005334"), a vocabulary name ("Chest Pain",
         "Angina, Unstable", "shortness of breath") or free text ("no fever", "SOB") that goes
         through :func:`extract_findings`; a string that maps to nothing is kept with
-        ``concept_id=None`` so that callers can report it.  A mapping may carry ``concept_id``,
+        ``concept_id=None`` so that callers can report it (the HPO and embedding components still
+        read its text, e.g. an HPO id "HP:0001945").  A mapping may carry ``concept_id``,
         ``text`` and ``negated``.
         """
         out: list[Finding] = []
@@ -505,9 +697,44 @@ class DiagnosisRanker:
 
     # --- ranking ---
     def rank(self, findings: Sequence[Finding | str | Mapping], *, top_k: int = 10, age: int | None = None,
-             sex: str | None = None, extra_scores: Mapping[str, float] | None = None) -> list[Diagnosis]:
+             sex: str | None = None, extra_scores: Mapping[str, float] | None = None,
+             weights: ComponentWeights | None = None, encoder: TextEncoder | None = None) -> list[Diagnosis]:
+        """The differential: ``weights`` (default all 0: HSDN only) switch the corpus, HPO and
+        embedding components on; the HPO one needs :meth:`use_phenotypes`, the embedding one an
+        ``encoder``."""
+        scored = self._score(findings, age=age, sex=sex, extra_scores=extra_scores, weights=weights, encoder=encoder)
+        out = []
+        for rank, i in enumerate(scored.order[:top_k], start=1):
+            parts = {c: {"value": round(float(scored.values[c][i]), 4), "weight": scored.weight_of[c],
+                         "contribution": round(float(scored.scale * scored.weight_of[c] * scored.values[c][i]), 4)}
+                     for c in scored.active}
+            if extra_scores:
+                parts["extra"] = {"value": round(float(scored.extra[i]), 4), "weight": EXTRA_WEIGHT,
+                                  "contribution": round(float(EXTRA_WEIGHT * scored.extra[i]), 4)}
+                for c in scored.active:
+                    parts[c]["weight"] = round(scored.scale * scored.weight_of[c], 4)
+            match = scored.matches.get(self.disease_ids[i])
+            out.append(self._diagnosis(i, rank, float(scored.score[i]), float(scored.s_pos[i]), float(scored.s_neg[i]),
+                                       float(scored.extra[i]) if extra_scores else None, scored.present,
+                                       scored.negated, scored.pos_norm, scored.neg_norm, scored.incompatible(i),
+                                       scored.sex, parts, match.to_dict() if match else {}))
+        return out
+
+    def ranked_indices(self, findings: Sequence[Finding | str | Mapping], *, top_k: int = 10, **kwargs) -> list[int]:
+        """Only the order of :meth:`rank` (row indices of ``disease_ids``), without building the
+        evidence: what the evaluation needs, at a fraction of the cost."""
+        return self._score(findings, **kwargs).order[:top_k]
+
+    def _score(self, findings: Sequence[Finding | str | Mapping], *, age: int | None = None, sex: str | None = None,
+               extra_scores: Mapping[str, float] | None = None, weights: ComponentWeights | None = None,
+               encoder: TextEncoder | None = None) -> _Scored:
         if age is not None and not (0 <= int(age) <= 130):
             raise ValueError(f"age must be between 0 and 130, not {age}")
+        weights = weights or ComponentWeights()
+        if weights.hpo > 0 and self.phenotypes is None:
+            raise ValueError("hpo weight > 0 needs a phenotype index (use_phenotypes)")
+        if weights.embedding > 0 and encoder is None:
+            raise ValueError("embedding weight > 0 needs an encoder")
         sex_norm = _normalize_sex(sex)
         resolved = self.resolve(findings)
 
@@ -516,7 +743,7 @@ class DiagnosisRanker:
         for f in resolved:
             j = self._symptom_index.get(f.concept_id) if f.concept_id else None
             if j is None:
-                continue  # not a symptom the matrix knows: cannot move any score
+                continue  # not a symptom the matrix knows: cannot move the HSDN or corpus score
             if f.negated:
                 negated.setdefault(j, f)
             else:
@@ -527,47 +754,74 @@ class DiagnosisRanker:
         n = len(self.disease_ids)
         s_pos = np.zeros(n)
         s_neg = np.zeros(n)
+        c_pos = np.zeros(n)
+        c_neg = np.zeros(n)
         pos_idx = np.fromiter(present, dtype=np.int64, count=len(present))
         neg_idx = np.fromiter(negated, dtype=np.int64, count=len(negated))
         pos_norm = float(np.linalg.norm(self.idf[pos_idx])) if len(pos_idx) else 0.0
         neg_norm = float(np.linalg.norm(self.idf[neg_idx])) if len(neg_idx) else 0.0
+        corpus = self._corpus
         if len(pos_idx):
             s_pos = self._dense[:, pos_idx] @ self.idf[pos_idx] / pos_norm
+            if weights.corpus > 0:
+                c_pos = corpus[:, pos_idx] @ self.idf[pos_idx] / pos_norm
         if len(neg_idx):
             s_neg = self._dense[:, neg_idx] @ self.idf[neg_idx] / neg_norm
-        knowledge = s_pos - NEGATION_PENALTY * s_neg
+            if weights.corpus > 0:
+                c_neg = corpus[:, neg_idx] @ self.idf[neg_idx] / neg_norm
+        values = {"hsdn": s_pos - NEGATION_PENALTY * s_neg, "corpus": c_pos - NEGATION_PENALTY * c_neg}
+
+        hpo = np.zeros(n)
+        matches: dict = {}
+        if weights.hpo > 0:
+            matches = self.phenotypes.score(resolved)
+            for cid, match in matches.items():
+                i = self._disease_index.get(cid)
+                if i is not None:
+                    hpo[i] = match.score
+        values["hpo"] = hpo
+
+        emb = np.zeros(n)
+        if weights.embedding > 0:
+            text = _findings_text(resolved)
+            if text:
+                query = encoder.vectors([text])[0]
+                emb = np.maximum(self.disease_vectors(encoder) @ query, 0.0).astype(np.float64)
+        values["embedding"] = emb
+
+        active = ["hsdn"] + [c for c, w in weights.as_dict().items() if w > 0]
+        weight_of = {"hsdn": 1.0, **weights.as_dict()}
+        knowledge = sum(weight_of[c] * values[c] for c in active)
 
         extra = np.zeros(n)
+        scale = 1.0
         if extra_scores:
             for key, value in extra_scores.items():
                 i = self._disease_index.get(normalize_concept_id(key))
                 if i is not None:
                     extra[i] = min(1.0, max(0.0, float(value)))
-            score = (1.0 - EXTRA_WEIGHT) * knowledge + EXTRA_WEIGHT * extra
+            scale = 1.0 - EXTRA_WEIGHT
+            score = scale * knowledge + EXTRA_WEIGHT * extra
         else:
             score = knowledge
-
-        candidates = np.flatnonzero((s_pos > 0) | (extra > 0))
-        if not len(candidates):
-            return []
 
         def incompatible(i: int) -> bool:
             need = self.sex_specific.get(self.disease_ids[i])
             return bool(sex_norm and need and need != sex_norm)
 
+        # listed only with evidence from a knowledge source: an embedding is never exactly 0, so it
+        # re-orders the candidates the others support but does not add any of its own
+        candidates = np.flatnonzero((s_pos > 0) | (c_pos > 0) | (hpo > 0) | (extra > 0))
         # compatible first, then by score, then by positive evidence, then by name (deterministic)
         order = sorted(candidates.tolist(),
-                       key=lambda i: (incompatible(i), -score[i], -s_pos[i], self.disease_names[i]))[:top_k]
-        out = []
-        for rank, i in enumerate(order, start=1):
-            out.append(self._diagnosis(i, rank, float(score[i]), float(s_pos[i]), float(s_neg[i]),
-                                       float(extra[i]) if extra_scores else None, present, negated,
-                                       pos_norm, neg_norm, incompatible(i), sex_norm))
-        return out
+                       key=lambda i: (incompatible(i), -score[i], -s_pos[i], self.disease_names[i]))
+        return _Scored(order=order, score=score, values=values, active=active, weight_of=weight_of, scale=scale,
+                       extra=extra, s_pos=s_pos, s_neg=s_neg, present=present, negated=negated, pos_norm=pos_norm,
+                       neg_norm=neg_norm, matches=matches, sex=sex_norm, incompatible=incompatible)
 
     def _diagnosis(self, i: int, rank: int, score: float, s_pos: float, s_neg: float, extra: float | None,
                    present: dict[int, Finding], negated: dict[int, Finding], pos_norm: float, neg_norm: float,
-                   incompatible: bool, sex: str | None) -> Diagnosis:
+                   incompatible: bool, sex: str | None, parts: dict, phenotypes: dict) -> Diagnosis:
         row = self._dense[i]
         matched = [{"concept_id": self.symptom_ids[j], "name": self.symptom_names[j], "text": f.text,
                     "weight": round(float(row[j]), 4),
@@ -583,6 +837,8 @@ class DiagnosisRanker:
         unmatched = [{"concept_id": self.symptom_ids[j], "name": self.symptom_names[j],
                       "weight": round(float(row[j]), 4)}
                      for j in self._top_symptoms[i] if row[j] > 0 and j not in reported][:N_UNMATCHED]
+        if "corpus" in parts:  # the corpus evidence behind the corpus component, like `matched` for HSDN
+            parts["corpus"]["matched"] = [self.symptom_names[j] for j in present if self._corpus[i, j] > 0]
         name = self.disease_names[i]
         components = {"symptom_cosine": round(s_pos, 4), "negation_penalty": round(NEGATION_PENALTY * s_neg, 4)}
         if extra is not None:
@@ -595,8 +851,30 @@ class DiagnosisRanker:
         return Diagnosis(concept_id=self.disease_ids[i], name=name, score=round(score, 4), rank=rank,
                          icd10cm=list(self._icd.get(name, [])), matched=matched, unmatched=unmatched,
                          contradicted=contradicted, explanation=_explain(name, rank, score, matched, contradicted,
-                                                                         unmatched, extra, notes),
-                         xrefs=list(self.disease_xrefs[i]), components=components, notes=notes)
+                                                                         unmatched, extra, notes, parts, phenotypes),
+                         xrefs=list(self.disease_xrefs[i]), components=components, notes=notes,
+                         score_components=parts, phenotypes=phenotypes)
+
+
+def _weigh_and_normalise(matrix: sparse.csr_matrix, weighting: str) -> sparse.csr_matrix:
+    """Step 2 and 3 of the matrix (module docstring): compress the weights, L2-normalise each row."""
+    matrix = sparse.csr_matrix(matrix, dtype=np.float64, copy=True)
+    if weighting == "log":
+        matrix.data = np.log1p(matrix.data)
+    elif weighting == "sqrt":
+        matrix.data = np.sqrt(matrix.data)
+    elif weighting != "tfidf":
+        raise ValueError(f"weighting must be 'tfidf', 'sqrt' or 'log', not {weighting!r}")
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ matrix)
+
+
+def _findings_text(findings: Sequence[Finding]) -> str:
+    """What the embedding component encodes for a case: its present findings, named as the
+    vocabulary names them (the text as written when the vocabulary does not know it)."""
+    names = [_invert_mesh(f.name) if f.name else f.text.strip() for f in findings if not f.negated]
+    return ", ".join(dict.fromkeys(n for n in names if n))
 
 
 def _normalize_sex(sex: str | None) -> str | None:
@@ -614,21 +892,39 @@ def _names(items: list[dict], k: int = 3) -> str:
     return ", ".join(m["name"] for m in items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
 
 
+_COMPONENT_LABELS = {"hsdn": "HSDN", "corpus": "corpus", "hpo": "HPO", "embedding": "embedding", "extra": "external"}
+
+
 def _explain(name: str, rank: int, score: float, matched: list[dict], contradicted: list[dict],
-             unmatched: list[dict], extra: float | None, notes: list[str]) -> str:
-    parts = [f"{name} is ranked #{rank} (score {score:.3f})"]
+             unmatched: list[dict], extra: float | None, notes: list[str], parts: dict | None = None,
+             phenotypes: dict | None = None) -> str:
+    parts = parts or {}
+    head = [f"{name} is ranked #{rank} (score {score:.3f}"
+            + (" = " + " + ".join(f"{_COMPONENT_LABELS[c]} {p['contribution']:.3f}" for c, p in parts.items())
+               if len(parts) > 1 else "") + ")"]
     if matched:
-        parts.append(f"because {_names(matched)} match{'es' if len(matched) == 1 else ''} its HSDN literature "
-                     f"symptom profile")
+        head.append(f"because {_names(matched)} match{'es' if len(matched) == 1 else ''} its HSDN literature "
+                    f"symptom profile")
     else:
-        parts.append("on external evidence only (no reported finding is in its HSDN profile)")
+        sources = [_COMPONENT_LABELS[c] for c in ("corpus", "hpo", "extra") if parts.get(c, {}).get("value", 0) > 0]
+        head.append(f"on {' and '.join(sources) or 'external'} evidence only (no reported finding is in its HSDN "
+                    "profile)")
+    rest = []
+    if parts.get("corpus", {}).get("matched"):
+        rest.append(f"our corpus co-mentions it with {', '.join(parts['corpus']['matched'][:3])}")
+    if phenotypes:
+        found = [m["hpo"][0]["name"] if m["hpo"] else m["finding"] for m in phenotypes["matched"]]
+        rest.append(f"HPO annotates {phenotypes['disease']} ({phenotypes['match']} match) with "
+                    f"{', '.join(found[:3])}{f' and {len(found) - 3} more' if len(found) > 3 else ''}")
+    if "embedding" in parts:
+        rest.append(f"the findings' embedding is {parts['embedding']['value']:.2f} similar to its description")
     if extra is not None:
-        parts.append(f"with an external score of {extra:.2f} mixed in at weight {EXTRA_WEIGHT}")
+        rest.append(f"with an external score of {extra:.2f} mixed in at weight {EXTRA_WEIGHT}")
     if contradicted:
-        parts.append(f"while the denied {_names(contradicted)} count{'s' if len(contradicted) == 1 else ''} against it")
+        rest.append(f"while the denied {_names(contradicted)} count{'s' if len(contradicted) == 1 else ''} against it")
     if unmatched:
-        parts.append(f"and its typical {_names(unmatched)} {'was' if len(unmatched) == 1 else 'were'} not reported")
-    sentence = ", ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
+        rest.append(f"and its typical {_names(unmatched)} {'was' if len(unmatched) == 1 else 'were'} not reported")
+    sentence = ", ".join(head) + ("; " + "; ".join(rest) if rest else "")
     if notes:
         sentence += f" ({notes[0]})"
     return sentence + "."
@@ -702,18 +998,23 @@ def cases_from_hsdn_holdout(hsdn_path: Path, *, fraction: float = 0.2, seed: int
 
 
 def _same_disease(diagnosis: Diagnosis, case: Mapping) -> bool:
+    return _is_case_disease(diagnosis.concept_id, diagnosis.name, diagnosis.xrefs, case)
+
+
+def _is_case_disease(concept_id: str, name: str, xrefs: Sequence[str], case: Mapping) -> bool:
     """MeSH id first (strict: HSDN maps Myocardial Ischemia and Coronary Artery Disease to one DOID);
     a DOID only when the case has no MeSH code; the name only when it has no code at all."""
     codes = {normalize_concept_id(str(c)) for c in case.get("codes") or []}
     mesh = {c for c in codes if c.startswith("MESH:")}
     if mesh:
-        return diagnosis.concept_id in mesh
+        return concept_id in mesh
     if codes:
-        return bool(codes & set(diagnosis.xrefs))
-    return diagnosis.name.strip().lower() == str(case.get("diagnosis", "")).strip().lower()
+        return bool(codes & set(xrefs))
+    return name.strip().lower() == str(case.get("diagnosis", "")).strip().lower()
 
 
-def evaluate(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequence[Mapping]) -> dict:
+def evaluate(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequence[Mapping], *,
+             weights: ComponentWeights | None = None, encoder: TextEncoder | None = None) -> dict:
     """Top-1/3/10 (and top-20, mean reciprocal rank within the top 20) accuracy over JSONL-style cases.
 
     ``ranker_factory(exclude_links)`` is called once per distinct set of held-out links (a case's
@@ -721,23 +1022,39 @@ def evaluate(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequ
     ``frozenset()`` for all cases without any) and must return a ranker built without them, e.g.
     ``lambda links: DiagnosisRanker.from_hsdn(path, exclude_links=links, icd10=False)``.
     A case is a hit at k when a diagnosis in the top k has the case's MeSH id among ``codes``
-    (or the same DOID, or -- when neither is given -- the same name).
+    (or the same DOID, or -- when neither is given -- the same name).  ``weights``/``encoder`` go
+    to :meth:`DiagnosisRanker.rank`.
     """
+    return evaluate_many(ranker_factory, cases, {"": {"weights": weights, "encoder": encoder}})[""]
+
+
+def evaluate_many(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequence[Mapping],
+                  configurations: Mapping[str, Mapping]) -> dict[str, dict]:
+    """:func:`evaluate` for several configurations (label -> ``rank()`` keyword arguments, e.g.
+    ``{"weights": ComponentWeights(hpo=0.5)}``) on the same cases and the same rankers: each
+    ranker is built once and ranks every case under every configuration."""
     depth = 20  # deep enough for the top-20 figure (Semigran et al. report top 20)
     groups: dict[frozenset, list[Mapping]] = defaultdict(list)
     for case in cases:
         groups[frozenset(tuple(x) for x in case.get("held_out_links") or ())].append(case)
 
-    ranks: list[int | None] = []
-    latencies: list[float] = []
+    ranks: dict[str, list[int | None]] = {label: [] for label in configurations}
+    latencies: dict[str, list[float]] = {label: [] for label in configurations}
     for links, group in groups.items():
         ranker = ranker_factory(links)
         for case in group:
-            t0 = time.perf_counter()
-            result = ranker.rank(case["findings"], top_k=depth, age=case.get("age"), sex=case.get("sex"))
-            latencies.append((time.perf_counter() - t0) * 1000)
-            ranks.append(next((d.rank for d in result if _same_disease(d, case)), None))
+            findings = ranker.resolve(case["findings"])  # once per case, whatever the configuration
+            for label, kwargs in configurations.items():
+                t0 = time.perf_counter()
+                order = ranker.ranked_indices(findings, top_k=depth, age=case.get("age"), sex=case.get("sex"),
+                                              **kwargs)
+                latencies[label].append((time.perf_counter() - t0) * 1000)
+                ranks[label].append(next((k for k, i in enumerate(order, start=1) if _is_case_disease(
+                    ranker.disease_ids[i], ranker.disease_names[i], ranker.disease_xrefs[i], case)), None))
+    return {label: _metrics(ranks[label], latencies[label], len(groups)) for label in configurations}
 
+
+def _metrics(ranks: list[int | None], latencies: list[float], rankers_built: int) -> dict:
     n = len(ranks)
 
     def at(k: int) -> float:
@@ -753,7 +1070,7 @@ def evaluate(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequ
         "outside_top20": sum(1 for r in ranks if r is None),
         "rank_ms_median": round(statistics.median(latencies), 3) if latencies else None,
         "rank_ms_max": round(max(latencies), 3) if latencies else None,
-        "rankers_built": len(groups),
+        "rankers_built": rankers_built,
     }
 
 

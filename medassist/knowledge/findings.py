@@ -42,6 +42,7 @@ Public interface::
     SymptomVocabulary.from_hsdn_and_mesh(hsdn_path, symptoms_path=None) / .from_names(...)
     Abbreviations.from_inventories(folder, min_share=0.6) / .from_mapping(...)
     extract_findings(text, vocab, abbreviations=None) -> list[Finding]
+    name_variants(name) -> list[str]   # "Angina, Unstable" -> [..., "Unstable Angina", ...]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "AbbreviationSense",
     "extract_findings",
     "normalize_concept_id",
+    "name_variants",
     "LAY_SYNONYMS",
 ]
 
@@ -222,6 +224,13 @@ def _name_variants(name: str) -> list[tuple[str, int]]:
         if "-" in text:  # "Cafe-au-Lait Spots" also written "cafe au lait spots"
             out.append((text.replace("-", " "), max(prio, _P_HYPHEN)))
     return out
+
+
+def name_variants(name: str) -> list[str]:
+    """The surface forms the vocabulary accepts for a MeSH name: itself, the inverted comma form, the
+    other grammatical number of the last word, hyphens as spaces (also how other vocabularies, e.g.
+    HPO in :mod:`medassist.knowledge.phenotypes`, are matched to it)."""
+    return list(dict.fromkeys(variant for variant, _ in _name_variants(name)))
 
 
 class SymptomVocabulary:

@@ -11,6 +11,12 @@ the same rows and deletes what the file no longer holds, never duplicates.
 - ``import_pubmedqa`` / ``import_medline``: abstracts -> ``Document``, their concepts ->
   ``DocumentConcept``, and then the corpus co-occurrence graph is recounted.
 
+Literature jobs with ``add_to_corpus`` add documents one chunk at a time through
+``knowledge.services.corpus_add_documents``, which reuses the pieces here: ``ConceptResolver``,
+``extracted_links``, ``concepts_ensure`` and ``corpus_cooccurrence_add`` (the same pair counting as
+``corpus_cooccurrence_rebuild``, added to the stored counts instead of replacing them).  Every
+corpus writer holds ``corpus_write_lock()`` so that a recount and an addition never interleave.
+
 Run ``import_mesh`` first: the other importers name concepts by MeSH id, and the abstract importers
 map extracted concepts to MeSH descriptors by name (the dictionary packages' own ids are often
 wrong, see ``concepts.py``).  ``manage.py knowledge_import all`` does so.
@@ -28,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 
 from medassist.jobs.parsers import parse_upload
 from medassist.knowledge import concepts as concept_extraction
@@ -41,6 +48,10 @@ __all__ = [
     "ImportFileMissing",
     "ImportResult",
     "ConceptResolver",
+    "ExtractedLinks",
+    "extracted_links",
+    "concepts_ensure",
+    "corpus_write_lock",
     "semantic_group_for",
     "import_mesh",
     "import_hsdn",
@@ -48,9 +59,12 @@ __all__ = [
     "import_pubmedqa",
     "import_medline",
     "corpus_cooccurrence_rebuild",
+    "corpus_cooccurrence_add",
     "cooccurrences_replace",
 ]
 
+# Any constant: the Postgres advisory lock that serialises writers of the corpus graph.
+_CORPUS_LOCK_KEY = 0x6D6564636F7270
 BATCH_SIZE = 5000  # rows per INSERT; Django lowers it where the database allows fewer parameters
 _LOOKUP_BATCH = 900  # ids per IN (...) query: below SQLite's historical 999-parameter limit
 
@@ -159,7 +173,7 @@ def _concept(*, concept_id: str, name: str, source: str, tree_numbers: Sequence[
     )
 
 
-def _concepts_ensure(concepts: Iterable[Concept]) -> dict[str, int]:
+def concepts_ensure(concepts: Iterable[Concept]) -> dict[str, int]:
     """Create the concepts that do not exist; rename those a lower-ranked source created.
 
     A concept another source already named is left alone unless the new source ranks higher
@@ -282,7 +296,7 @@ def import_hsdn(*, path: Path | str) -> ImportResult:
             metrics={"doid": row["doid_code"], "doid_name": row["doid_name"]},
         ))
     with transaction.atomic():
-        counts = _concepts_ensure(concepts)
+        counts = concepts_ensure(concepts)
         counts.update(cooccurrences_replace(source=Cooccurrence.Source.HSDN, rows=links))
     return ImportResult(source="hsdn", counts=counts, seconds=time.perf_counter() - started)
 
@@ -352,7 +366,7 @@ def import_disease_cooccurrence(*, path: Path | str, mapping_path: Path | str | 
     if infinite:
         notes.append(f"{infinite} pairs with an infinite odds ratio stored with score NULL")
     with transaction.atomic():
-        counts = _concepts_ensure(concepts.values())
+        counts = concepts_ensure(concepts.values())
         counts.update(cooccurrences_replace(source=Cooccurrence.Source.MEDLINE, rows=pairs.values()))
     return ImportResult(source="cooccurrence", counts=counts, seconds=time.perf_counter() - started, notes=notes)
 
@@ -372,26 +386,56 @@ class ConceptResolver:
     Aggressive") and is used, or a different descriptor ("Infections" arrives as D000890, which is
     Anti-Infective Agents; most drugs arrive as their pharmacological class) and ``resolve_concept``
     returns None: a wrong link is worse than none.
+
+    An import reads every trusted concept (``ConceptResolver()``, ~27,000 rows).  A job's chunk reads
+    only those its extracted concepts can resolve to (``ConceptResolver.for_extracted(found)``: their
+    names and package ids, in one query on Postgres, one per 999 names and ids on SQLite), and
+    resolves them exactly the same way.
     """
 
-    def __init__(self) -> None:
+    # How ``resolve_extracted`` says where an id came from (``id_source`` in literature results).
+    BY_NAME = "{source} by name"  # a trusted concept with the extracted name; source "mesh" reads "mesh-2015"
+    PACKAGE = "package"  # the vocabulary package's own id: not contradicted (or nothing imported to check)
+    REJECTED = "package, mesh id rejected"  # the package's MeSH id is another descriptor: DrugBank id or none
+
+    def __init__(self, *, names: Iterable[str] | None = None, ids: Iterable[str] | None = None) -> None:
+        """Every trusted concept, or (``names``/``ids`` given) only those with one of these names or ids."""
         self.id_by_name: dict[str, str] = {}
         self.name_by_id: dict[str, str] = {}  # the trusted concepts only
         self.trees_by_id: dict[str, frozenset[str]] = {}
+        self.source_by_id: dict[str, str] = {}
         trusted = (
             Concept.objects.filter(vocabulary=Concept.Vocabulary.MESH)
             .exclude(source=SOURCE_EXTRACTION)
-            .values_list("id", "name_lower", "tree_numbers", "source")
         )
+        fields = ("id", "name_lower", "tree_numbers", "source")
+        if names is None and ids is None:
+            rows = list(trusted.values_list(*fields))
+        else:
+            wanted = [("name", n) for n in sorted({n.lower() for n in names or ()})]
+            wanted += [("id", i) for i in sorted(set(ids or ()))]
+            # Postgres takes any number of parameters; SQLite at most 999 (two go to the filters above).
+            per_query = (connection.features.max_query_params or len(wanted) + 2) - 2
+            rows = []
+            for part in _batched(wanted, max(per_query, 1)):
+                rows += trusted.filter(Q(name_lower__in=[v for k, v in part if k == "name"])
+                                       | Q(id__in=[v for k, v in part if k == "id"])).values_list(*fields)
         # The MeSH file's names first, so an older name from HSDN cannot take over a current one.
-        for concept_id, name_lower, trees, _ in sorted(trusted, key=lambda r: -_SOURCE_RANK.get(r[3], 0)):
-            self.learn(concept_id=concept_id, name=name_lower, tree_numbers=trees)
+        for concept_id, name_lower, trees, source in sorted(rows, key=lambda r: (-_SOURCE_RANK.get(r[3], 0), r[0])):
+            self.learn(concept_id=concept_id, name=name_lower, tree_numbers=trees, source=source)
 
-    def learn(self, *, concept_id: str, name: str, tree_numbers: Iterable[str] = ()) -> None:
+    @classmethod
+    def for_extracted(cls, found: Iterable[dict]) -> ConceptResolver:
+        """A resolver that knows just what these ``extract_concepts`` dicts can resolve to."""
+        found = list(found)
+        return cls(names=[c["name"] for c in found], ids=[c["id"] for c in found])
+
+    def learn(self, *, concept_id: str, name: str, tree_numbers: Iterable[str] = (), source: str = "") -> None:
         """Trust (id, name) from now on, e.g. a MEDLINE heading seen during this import."""
         self.id_by_name.setdefault(name.lower(), concept_id)
         self.name_by_id.setdefault(concept_id, name.lower())
         self.trees_by_id.setdefault(concept_id, frozenset(tree_numbers))
+        self.source_by_id.setdefault(concept_id, source)
 
     def resolve_concept(self, *, name: str, fallback_id: str, tree_numbers: Iterable[str] = ()) -> str | None:
         found = self.id_by_name.get(name.lower())
@@ -403,6 +447,54 @@ class ConceptResolver:
         if self.trees_by_id.get(fallback_id, frozenset()) & set(tree_numbers):
             return fallback_id  # renamed since: same place in the tree
         return None
+
+    def resolve_extracted(self, found: dict) -> tuple[str | None, str]:
+        """(concept id to store and report, how it was found) for one ``extract_concepts`` dict.
+
+        As ``resolve_concept``, then a drug whose MeSH id is rejected falls back to its DrugBank id;
+        None where nothing trustworthy is left.  The second value is one of ``BY_NAME`` (formatted),
+        ``PACKAGE`` or ``REJECTED``.
+        """
+        by_name = self.id_by_name.get(found["name"].lower())
+        if by_name is not None:
+            source = self.source_by_id.get(by_name) or "imported"
+            return by_name, self.BY_NAME.format(source="mesh-2015" if source == SOURCE_MESH else source)
+        concept_id = self.resolve_concept(name=found["name"], fallback_id=found["id"],
+                                          tree_numbers=found.get("tree_numbers") or ())
+        if concept_id is not None:
+            return concept_id, self.PACKAGE
+        # A drug's own id beats its class's MeSH id.
+        return (f"DRUGBANK:{found['drugbank_id']}" if found.get("drugbank_id") else None), self.REJECTED
+
+
+@dataclass
+class ExtractedLinks:
+    """One document's links from its extracted concepts (see ``extracted_links``)."""
+
+    counts: Counter[str] = field(default_factory=Counter)  # concept id -> mentions
+    new_concepts: list[Concept] = field(default_factory=list)  # for ``concepts_ensure``: not trusted concepts
+    via_drugbank: int = 0  # drugs stored under their DrugBank id: their MeSH id is another descriptor
+    dropped: list[str] = field(default_factory=list)  # "name (package id)": no trustworthy id, left out
+
+
+def extracted_links(*, found: Iterable[dict], resolver: ConceptResolver) -> ExtractedLinks:
+    """The concept links of one document from its ``extract_concepts`` dicts, as every corpus writer
+    makes them: resolved by ``resolver``, mentions summed per concept, and a concept the resolver does
+    not trust (a package id unknown to the table, a DrugBank id) created from the dictionary entry."""
+    links = ExtractedLinks()
+    for concept in found:
+        concept_id, how = resolver.resolve_extracted(concept)
+        if concept_id is None:
+            links.dropped.append(f"{concept['name']} ({concept['id']})")
+            continue
+        if how == ConceptResolver.REJECTED:
+            links.via_drugbank += 1
+        if concept_id not in resolver.name_by_id:  # not a trusted concept: create it from the dictionary
+            links.new_concepts.append(_concept(concept_id=concept_id, name=concept["name"], source=SOURCE_EXTRACTION,
+                                               tree_numbers=concept["tree_numbers"],
+                                               semantic_group=concept["semantic_group"]))
+        links.counts[concept_id] += concept["count"]
+    return links
 
 
 @dataclass
@@ -416,6 +508,7 @@ class _ParsedDocument:
 
 def _documents_store(*, documents: list[_ParsedDocument], source: str, result: ImportResult) -> None:
     """Upsert documents, their concept links and the corpus graph.  Call inside a transaction."""
+    corpus_write_lock()  # held until the import commits: job chunks adding documents wait for the recount
     # Concepts: MEDLINE headings carry real NLM ids; extracted ones are resolved by name.
     concept_extraction.load()
     resolver = ConceptResolver()
@@ -425,34 +518,25 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
             if heading.get("ui"):
                 new_concepts.append(_concept(concept_id=f"MESH:{heading['ui']}", name=heading["name"],
                                              source=SOURCE_HEADING))
-                resolver.learn(concept_id=f"MESH:{heading['ui']}", name=heading["name"])
+                resolver.learn(concept_id=f"MESH:{heading['ui']}", name=heading["name"], source=SOURCE_HEADING)
 
     mentions: dict[str, Counter[str]] = {}
     dropped: Counter[str] = Counter()
     replaced = 0
     for doc in documents:
-        counts: Counter[str] = Counter()
-        for found in concept_extraction.extract_concepts(f"{doc.title}\n{doc.abstract}"):
-            concept_id = resolver.resolve_concept(name=found["name"], fallback_id=found["id"],
-                                                  tree_numbers=found["tree_numbers"])
-            if concept_id is None and found.get("drugbank_id"):
-                concept_id = f"DRUGBANK:{found['drugbank_id']}"  # a drug's own id beats its class's MeSH id
-                replaced += 1
-            if concept_id is None:
-                dropped[f"{found['name']} ({found['id']})"] += 1
-                continue
-            if concept_id not in resolver.name_by_id:  # not a trusted concept: create it from the dictionary
-                new_concepts.append(_concept(concept_id=concept_id, name=found["name"], source=SOURCE_EXTRACTION,
-                                             tree_numbers=found["tree_numbers"],
-                                             semantic_group=found["semantic_group"]))
-            counts[concept_id] += found["count"]
+        extracted = extracted_links(found=concept_extraction.extract_concepts(f"{doc.title}\n{doc.abstract}"),
+                                    resolver=resolver)
+        new_concepts += extracted.new_concepts
+        replaced += extracted.via_drugbank
+        dropped.update(extracted.dropped)
+        counts = extracted.counts
         for heading in doc.headings:
             if heading.get("ui"):
                 concept_id = f"MESH:{heading['ui']}"
                 counts[concept_id] = max(counts[concept_id], 1)  # a heading is a link even when never mentioned
         mentions[doc.pmid] = counts
 
-    result.counts.update(_concepts_ensure(new_concepts))
+    result.counts.update(concepts_ensure(new_concepts))
     Document.objects.bulk_create(
         [Document(pmid=d.pmid, title=d.title, abstract=d.abstract, year=d.year, source=source) for d in documents],
         batch_size=BATCH_SIZE,
@@ -491,32 +575,86 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
     result.counts["corpus_cooccurrences"] = corpus["cooccurrences"]
 
 
+def corpus_write_lock() -> None:
+    """Serialise writers of the corpus (documents, links, graph) until the transaction ends.
+
+    Without it a recount could miss a chunk's documents that commit meanwhile, and two chunks could
+    read-then-write the same pair.  Postgres: an advisory lock.  SQLite needs nothing more: settings
+    open write transactions with BEGIN IMMEDIATE, so writers are serialised already.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("corpus_write_lock() outside a transaction would be released at once")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CORPUS_LOCK_KEY])
+
+
+def _corpus_pair_counts(documents: Iterable[tuple[int | None, Iterable[str]]]) -> Counter[tuple[str, str, int]]:
+    """The corpus graph's counting rule, for (year, linked concept ids) per document: each pair of
+    concepts (a < b) a document links counts once for its year (if known) and once for all years (0)."""
+    counts: Counter[tuple[str, str, int]] = Counter()
+    for year, concept_ids in documents:
+        for a, b in itertools.combinations(sorted(set(concept_ids)), 2):
+            counts[(a, b, Cooccurrence.ALL_YEARS)] += 1
+            if year:
+                counts[(a, b, year)] += 1
+    return counts
+
+
 def corpus_cooccurrence_rebuild() -> dict[str, int]:
-    """Recount the corpus graph from all stored documents: each pair of concepts (a < b) that a
-    document links counts once for the document's year and once for all years (year 0).
+    """Recount the corpus graph from all stored documents (see ``_corpus_pair_counts``).
 
     Recounting everything (not adding this import's counts) is what keeps imports idempotent and
-    lets PubMedQA and MEDLINE share one graph.  It is a single pass over ``DocumentConcept``:
-    milliseconds for the ~1,000 abstracts here; a corpus of millions would move this into SQL.
+    lets PubMedQA, MEDLINE and job documents share one graph.  It is a single pass over
+    ``DocumentConcept``: milliseconds for the ~1,000 abstracts here; a corpus of millions would move
+    this into SQL.  Call inside a transaction, after ``corpus_write_lock()``.
     """
     years = dict(Document.objects.values_list("pk", "year").iterator(chunk_size=BATCH_SIZE))
     concepts_by_doc: dict[int, list[str]] = defaultdict(list)
     for doc_id, concept_id in DocumentConcept.objects.values_list("document_id", "concept_id").iterator(
             chunk_size=BATCH_SIZE):
         concepts_by_doc[doc_id].append(concept_id)
-    counts: Counter[tuple[str, str, int]] = Counter()
-    for doc_id, concept_ids in concepts_by_doc.items():
-        year = years.get(doc_id)
-        for a, b in itertools.combinations(sorted(set(concept_ids)), 2):
-            counts[(a, b, Cooccurrence.ALL_YEARS)] += 1
-            if year:
-                counts[(a, b, year)] += 1
+    counts = _corpus_pair_counts((years.get(doc_id), concept_ids) for doc_id, concept_ids in concepts_by_doc.items())
     rows = (
         Cooccurrence(concept_a_id=a, concept_b_id=b, directed=False, year=year, source=Cooccurrence.Source.CORPUS,
                      count=n, score=float(n), metrics={})
         for (a, b, year), n in counts.items()
     )
     return cooccurrences_replace(source=Cooccurrence.Source.CORPUS, rows=rows)
+
+
+def corpus_cooccurrence_add(*, documents: Iterable[tuple[int | None, Iterable[str]]]) -> dict[str, int]:
+    """Add documents that were never counted, given as (year, linked concept ids), to the corpus graph.
+
+    The same counting as ``corpus_cooccurrence_rebuild``, but only the new documents' pairs, each
+    added to its stored count in one upsert (``count = count + new``, score kept equal to count), so
+    the cost follows the chunk, not the corpus.  A rebuild afterwards gives the same numbers.  Call
+    inside a transaction, after ``corpus_write_lock()``; counting a document twice is the caller's
+    to prevent (``corpus_add_documents`` only passes documents it has just created).
+    """
+    counts = _corpus_pair_counts(documents)
+    if not counts:
+        return {"cooccurrences_upserted": 0}
+    quote = connection.ops.quote_name
+    table = quote(Cooccurrence._meta.db_table)
+    columns = ", ".join(quote(c) for c in ("concept_a_id", "concept_b_id", "directed", "year", "source", "count",
+                                           "score", "metrics"))
+    count = quote("count")
+    sql = (f"INSERT INTO {table} ({columns}) VALUES %s "
+           f"ON CONFLICT ({quote('concept_a_id')}, {quote('concept_b_id')}, {quote('year')}, {quote('source')}) "
+           f"DO UPDATE SET {count} = {table}.{count} + EXCLUDED.{count}, "
+           f"{quote('score')} = {table}.{count} + EXCLUDED.{count}")
+    rows = [(a, b, False, year, Cooccurrence.Source.CORPUS.value, n, float(n), "{}")
+            for (a, b, year), n in sorted(counts.items())]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            from psycopg2.extras import execute_values
+
+            execute_values(cursor.cursor, sql, rows, template="(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                           page_size=BATCH_SIZE)
+        else:
+            cursor.executemany(sql.replace("VALUES %s", "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"), rows)
+    return {"cooccurrences_upserted": len(rows)}
 
 
 def import_pubmedqa(*, path: Path | str) -> ImportResult:

@@ -1,16 +1,23 @@
 """Reads of the knowledge layer: concept lookup, co-occurrence graphs, supporting documents.
 
 Graphs are built from the database once per process and cached; the cache key includes the row
-count and newest id of the source, so an import (or corpus growth) is noticed at the next query
+count, newest id and total count of the source's rows, so an import, or a literature job adding
+documents (which raises counts of existing pairs without adding rows), is noticed at the next query
 with one cheap aggregate query.
+
+Extracted concepts (``concepts.extract_concepts``) carry the vocabulary packages' MeSH ids, which
+are often wrong; ``concept_resolver_for`` and ``concept_with_resolved_id`` correct them against the
+imported MeSH concepts, by name, the way the importers link documents.
 """
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
 
 from .discovery import CHECK_TAGS, CooccurrenceGraph, Edge
+from .importers import ConceptResolver
 from .models import Concept, Cooccurrence, DocumentConcept
 
 _graphs: dict[tuple, CooccurrenceGraph] = {}
@@ -56,8 +63,8 @@ def cooccurrence_graph(*, source: str, until_year: int | None = None) -> Cooccur
     # MeSH check tags (Humans, Female, Aged, ...) co-occur with everything and bridge nothing.
     generic = Concept.objects.filter(name__in=CHECK_TAGS).values("pk")
     rows = rows.exclude(concept_a_id__in=generic).exclude(concept_b_id__in=generic)
-    state = rows.aggregate(n=Count("id"), newest=Max("id"))
-    key = (source, until_year, state["n"], state["newest"])
+    state = rows.aggregate(n=Count("id"), newest=Max("id"), total=Sum("count"))
+    key = (source, until_year, state["n"], state["newest"], state["total"])
     with _lock:
         graph = _graphs.get(key)
         if graph is None:
@@ -69,6 +76,32 @@ def cooccurrence_graph(*, source: str, until_year: int | None = None) -> Cooccur
                 del _graphs[old]
             _graphs[key] = graph
     return graph
+
+
+def concept_resolver_for(*, found: Iterable[dict]) -> ConceptResolver:
+    """The resolver for a batch of ``extract_concepts`` dicts: it reads only the trusted concepts their
+    names or package ids can resolve to (one query on Postgres; one per 999 on SQLite), not the whole
+    MeSH table, so a job chunk pays one small query for all its concepts."""
+    return ConceptResolver.for_extracted(found)
+
+
+def concept_with_resolved_id(*, found: dict, resolver: ConceptResolver) -> dict:
+    """``found`` (an ``extract_concepts`` dict) with its ids corrected against the imported concepts.
+
+    ``id``/``mesh_id`` become what ``resolver`` resolves the concept to, which is also the concept a
+    corpus document links (``importers.extracted_links``).  ``id_source`` says how:
+    "mesh-2015 by name" (a MeSH 2015 descriptor of that name; "<source> by name" for a MeSH concept
+    another importer created), "package" (the package's id: nothing imported contradicts it, e.g.
+    nothing is imported), or "package, mesh id rejected" (the package's MeSH id is another
+    descriptor and the name is no MeSH name: ``mesh_id`` null, ``id`` the DrugBank id or null).
+    ``package_id`` keeps the package's MeSH id where it differs from ``mesh_id``.
+    """
+    concept_id, how = resolver.resolve_extracted(found)
+    mesh_id = concept_id.removeprefix("MESH:") if concept_id and concept_id.startswith("MESH:") else None
+    corrected = {**found, "id": concept_id, "mesh_id": mesh_id, "id_source": how}
+    if found.get("mesh_id") and found["mesh_id"] != mesh_id:
+        corrected["package_id"] = found["mesh_id"]
+    return corrected
 
 
 def concepts_by_id(*, ids) -> dict[str, Concept]:

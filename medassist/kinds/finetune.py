@@ -1,0 +1,138 @@
+"""The ``finetune`` kind (staff only, ``training`` queue): one LoRA fine-tuning run -> candidate versions.
+
+A job has exactly one item, the data: ``{"sources": ["pubmedqa", ...], "name": optional run name}``;
+its params are the recipe (``training.config.FinetuneConfig``; anything left out takes the
+measured default). The handler runs ``training.run.finetune``: live progress (stage, step, loss,
+tokens/s, epsilon under DP) goes into the job's ``status_detail``; cancelling the job stops the
+run at the next step and deletes its artifacts; a failed run registers nothing and its item says
+why. The result names the candidate versions and their metrics; promoting one is a separate,
+audited staff action (``POST /api/v1/models/<id>/promote/`` or Django admin).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+from training.config import ConfigError, FinetuneConfig
+
+from . import ItemFailure, Kind, register
+
+NAMED_SOURCES = ("pubmedqa", "medline", "corpus")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
+
+
+def _field_schema(f: dataclasses.Field, default) -> dict:
+    docs = FinetuneConfig().field_docs()
+    description = docs.get(f.name, "")
+    if isinstance(default, bool):
+        schema = {"type": "boolean"}
+    elif isinstance(default, int) or f.name == "base_version":
+        schema = {"type": ["integer", "null"] if f.name == "base_version" else "integer", "minimum": 0}
+    elif isinstance(default, float):
+        schema = {"type": "number", "minimum": 0}
+    elif isinstance(default, list):
+        schema = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    else:
+        schema = {"type": "string"}
+    return {**schema, "default": default, "description": description}
+
+
+def _params_schema() -> dict:
+    defaults = FinetuneConfig()
+    properties = {f.name: _field_schema(f, getattr(defaults, f.name)) for f in dataclasses.fields(FinetuneConfig)
+                  if f.name != "sources"}  # the sources are the job's item
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+ITEM_SCHEMA = {
+    "type": "object",
+    "title": "Training data",
+    "required": ["sources"],
+    "additionalProperties": False,
+    "properties": {
+        "sources": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+                    "description": "pubmedqa, medline, corpus, or a data file under MEDASSIST_TRAINING_DATA_DIRS"},
+        "name": {"type": "string", "pattern": _NAME, "description": "run / model version name (default: generated)"},
+    },
+}
+
+RESULT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"}, "candidates": {"type": "array", "items": {"type": "string"}},
+        "candidate_ids": {"type": "array", "items": {"type": "integer"}}, "parent": {"type": "string"},
+        "dataset_hash": {"type": "string"}, "evaluation": {"type": "string"},
+        "before": {"type": "object"}, "after": {"type": "object"}, "training": {"type": "object"},
+        "timings": {"type": "object"},
+    },
+}
+
+
+def _allowed_roots() -> list[Path]:
+    return [Path(p).resolve() for p in settings.MEDASSIST_TRAINING_DATA_DIRS]
+
+
+def check_item(item: dict) -> list[tuple[str, str]]:
+    """Sources must be a named data set or a file inside an allowed directory (never any server path)."""
+    errors = []
+    for index, source in enumerate(item.get("sources", [])):
+        if source in NAMED_SOURCES:
+            continue
+        raw = source.split(":", 1)[1] if re.match(r"^(pubmedqa|medline|jsonl):", source) else source
+        path = Path(raw).resolve()
+        if not any(path.is_relative_to(root) for root in _allowed_roots()):
+            errors.append((f"sources[{index}]", f"{source!r} is neither {', '.join(NAMED_SOURCES)} nor a file under "
+                                                "the training data directories (MEDASSIST_TRAINING_DATA_DIRS)"))
+        elif not path.is_file():
+            errors.append((f"sources[{index}]", f"{source!r}: no such file"))
+    return errors
+
+
+def run(batch: list[dict], params: dict, runtime, *, context=None) -> list:
+    from training.run import RunCancelled, finetune
+
+    results = []
+    for item in batch:
+        try:
+            config = FinetuneConfig.from_dict({**params, "sources": item["sources"]})
+            result = finetune(config, name=item.get("name"),
+                              progress=context.report if context else None,
+                              should_stop=context.cancelled if context else None,
+                              time_limit_s=settings.MEDASSIST_TRAINING_TIME_LIMIT)
+            results.append(result)
+        except RunCancelled as exc:
+            results.append(ItemFailure(f"cancelled: {exc}; nothing was registered"))
+        except ConfigError as exc:
+            results.append(ItemFailure(f"params.{exc.field}: {exc.message}"))
+        except Exception as exc:  # the run's own failure: the item says why, the worker lives on
+            results.append(ItemFailure(f"training failed, nothing was registered: {type(exc).__name__}: {exc}"[:2000]))
+    return results
+
+
+def check_params(params: dict) -> list[tuple[str, str]]:
+    try:
+        FinetuneConfig.from_dict({**params, "sources": ["pubmedqa"]})
+    except ConfigError as exc:
+        return [(exc.field, exc.message)]
+    return []
+
+
+KIND = register(Kind(
+    name="finetune",
+    description="LoRA fine-tuning of the generator on Ray (staff only) -> candidate model versions with metrics.",
+    queue="training",
+    item_schema=ITEM_SCHEMA,
+    params_schema=_params_schema(),
+    result_schema=RESULT_SCHEMA,
+    run=run,
+    text_field=None,
+    staff_only=True,
+    max_items=1,
+    time_limit=settings.MEDASSIST_TRAINING_TIME_LIMIT,
+    wants_context=True,
+    check_item=check_item,
+    check_params=check_params,
+))

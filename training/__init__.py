@@ -1,0 +1,1 @@
+"""LoRA fine-tuning of the generator: data, training loop, evaluation, export."""
