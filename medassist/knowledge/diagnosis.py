@@ -104,9 +104,10 @@ Evaluation
 Public interface::
 
     Diagnosis (dataclass; .to_dict())
-    DiagnosisRanker.from_hsdn(hsdn_path, *, exclude_diseases=..., exclude_links=..., vocabulary=None,
-                              abbreviations=None, mesh_tree_path="auto", propagate_hierarchy=True,
-                              weighting="sqrt", icd10=True, embedding_text="profile")
+    DiagnosisRanker.from_hsdn(hsdn_path, *, mesh_tree_path="auto", **from_links options)
+    DiagnosisRanker.from_links(links: [HsdnLink], *, exclude_diseases=..., exclude_links=..., vocabulary=None,
+                               abbreviations=None, mesh_tree_path=None, mesh_trees=None, propagate_hierarchy=True,
+                               weighting="sqrt", icd10=True, embedding_text="profile")
     DiagnosisRanker.use_corpus(links: [(concept a, concept b, documents)]) -> {"pairs", "diseases", "symptoms"}
     DiagnosisRanker.use_phenotypes(index: PhenotypeIndex | None)
     DiagnosisRanker.rank(findings, *, top_k=10, age=None, sex=None, extra_scores=None,
@@ -150,6 +151,7 @@ from medassist.knowledge.findings import (
 __all__ = [
     "Diagnosis",
     "DiagnosisRanker",
+    "HsdnLink",
     "ComponentWeights",
     "TextEncoder",
     "icd10cm_matches",
@@ -256,7 +258,8 @@ class Diagnosis:
 # --- data loading ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Link:
+class HsdnLink:
+    """One symptom -> disease link of the association matrix (a row of HSDN's file or table)."""
     disease_id: str
     disease_name: str
     symptom_id: str
@@ -273,18 +276,18 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 
 
 @lru_cache(maxsize=8)
-def _read_hsdn_cached(key: tuple[str, int, int]) -> tuple[_Link, ...]:
+def _read_hsdn_cached(key: tuple[str, int, int]) -> tuple[HsdnLink, ...]:
     links = []
     with open(key[0], newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            links.append(_Link(normalize_concept_id(row["disease_id"]), row["disease_name"],
+            links.append(HsdnLink(normalize_concept_id(row["disease_id"]), row["disease_name"],
                                normalize_concept_id(row["symptom_id"]), row["symptom_name"],
                                int(row["cooccurs"]), float(row["tfidf_score"]), row["doid_code"],
                                row.get("doid_name") or ""))
     return tuple(links)
 
 
-def _read_hsdn(path: Path) -> tuple[_Link, ...]:
+def _read_hsdn(path: Path) -> tuple[HsdnLink, ...]:
     """Parsed once per file version and process (an evaluation builds many rankers from it)."""
     return _read_hsdn_cached(_file_key(path))
 
@@ -525,20 +528,34 @@ class DiagnosisRanker:
         self._embedded: tuple[TextEncoder, np.ndarray] | None = None
 
     @classmethod
-    def from_hsdn(cls, hsdn_path: Path, *, exclude_diseases: Iterable[str] = frozenset(),
-                  exclude_links: Iterable[tuple[str, str]] = frozenset(),
-                  vocabulary: SymptomVocabulary | None = None, abbreviations: Abbreviations | None = None,
-                  mesh_tree_path: Path | str | None = "auto", propagate_hierarchy: bool = True,
-                  weighting: str = "sqrt", icd10: bool = True, embedding_text: str = "profile") -> DiagnosisRanker:
-        """Build from HSDN ``symptoms-DO.tsv``.
+    def from_hsdn(cls, hsdn_path: Path, *, mesh_tree_path: Path | str | None = "auto", **options) -> DiagnosisRanker:
+        """Build from HSDN ``symptoms-DO.tsv`` (see :meth:`from_links` for the options).
+
+        ``mesh_tree_path`` "auto" (default) uses ``<hsdn folder>/../mesh-2015/tree-numbers.tsv`` when
+        that exists (the shared-data layout); None turns the hierarchy and the sex constraint off.
+        """
+        if mesh_tree_path == "auto":
+            guess = Path(hsdn_path).resolve().parent.parent / "mesh-2015" / "tree-numbers.tsv"
+            mesh_tree_path = guess if guess.is_file() else None
+        return cls.from_links(_read_hsdn(hsdn_path), mesh_tree_path=mesh_tree_path, **options)
+
+    @classmethod
+    def from_links(cls, links: Sequence[HsdnLink], *, exclude_diseases: Iterable[str] = frozenset(),
+                   exclude_links: Iterable[tuple[str, str]] = frozenset(),
+                   vocabulary: SymptomVocabulary | None = None, abbreviations: Abbreviations | None = None,
+                   mesh_tree_path: Path | str | None = None, mesh_trees: Mapping[str, Sequence[str]] | None = None,
+                   propagate_hierarchy: bool = True,
+                   weighting: str = "sqrt", icd10: bool = True, embedding_text: str = "profile") -> DiagnosisRanker:
+        """Build from symptom-disease links: HSDN's file (:meth:`from_hsdn`) or the knowledge tables'
+        imported HSDN rows (``knowledge.selectors.hsdn_links``) -- the same matrix either way.
 
         ``exclude_diseases``: ids ("MESH:D008288" or "D008288") or names of diseases to leave out.
         ``exclude_links``: (disease id, symptom id) pairs to leave out (the link-hold-out evaluation).
         ``vocabulary``: defaults to HSDN's own symptom names plus variants and lay synonyms.
         ``mesh_tree_path``: MeSH ``tree-numbers.tsv``; enables the symptom hierarchy (a disease linked
         to a symptom is also linked, as strongly, to the symptom's MeSH ancestors) and the sex
-        constraint.  "auto" (default) uses ``<hsdn folder>/../mesh-2015/tree-numbers.tsv`` when that
-        exists (the shared-data layout); None turns both off.
+        constraint.  ``mesh_trees`` (concept id -> tree numbers, e.g. the imported MeSH concepts'),
+        when given, is used instead of the file.
         ``weighting``: how HSDN's TF-IDF enters the matrix before row normalisation: "sqrt"
         (default), "tfidf" (as is) or "log" (``log1p``) -- see the module docstring.
         ``embedding_text``: what the embedding component encodes per disease: "profile" (default;
@@ -547,10 +564,6 @@ class DiagnosisRanker:
         """
         if embedding_text not in ("profile", "name"):
             raise ValueError(f"embedding_text must be 'profile' or 'name', not {embedding_text!r}")
-        links = _read_hsdn(hsdn_path)
-        if mesh_tree_path == "auto":
-            guess = Path(hsdn_path).resolve().parent.parent / "mesh-2015" / "tree-numbers.tsv"
-            mesh_tree_path = guess if guess.is_file() else None
         excluded = {normalize_concept_id(x) for x in exclude_diseases} | {x.lower() for x in exclude_diseases}
         held = {(normalize_concept_id(d), normalize_concept_id(s)) for d, s in exclude_links}
 
@@ -592,7 +605,12 @@ class DiagnosisRanker:
                 top = [j for j in np.argsort(-raw[i], kind="stable")[:N_TEXT_SYMPTOMS] if raw[i, j] > 0]
                 texts.append(f"{_invert_mesh(name)}: " + ", ".join(_invert_mesh(symptom_names[j]) for j in top))
 
-        trees = _read_trees(Path(mesh_tree_path), set(disease_ids) | set(symptom_ids)) if mesh_tree_path else {}
+        wanted = set(disease_ids) | set(symptom_ids)
+        if mesh_trees is not None:
+            trees = {cid: tuple(numbers) for cid, numbers in
+                     ((normalize_concept_id(k), v) for k, v in mesh_trees.items()) if cid in wanted and numbers}
+        else:
+            trees = _read_trees(Path(mesh_tree_path), wanted) if mesh_tree_path else {}
         ancestors = _symptom_ancestors(trees, symptom_ids) if trees and propagate_hierarchy else {}
         matrix = _weigh_and_normalise(_propagate_up(matrix, ancestors), weighting)
 
@@ -964,7 +982,7 @@ def cases_from_hsdn_holdout(hsdn_path: Path, *, fraction: float = 0.2, seed: int
     import random
 
     links = _read_hsdn(hsdn_path)
-    by_disease: dict[str, list[_Link]] = defaultdict(list)
+    by_disease: dict[str, list[HsdnLink]] = defaultdict(list)
     for link in links:
         by_disease[link.disease_id].append(link)
     eligible = sorted(d for d, ls in by_disease.items() if len(ls) >= 2 * findings_per_case)

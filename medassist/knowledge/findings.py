@@ -286,6 +286,14 @@ class SymptomVocabulary:
         with open(hsdn_path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 names.setdefault(normalize_concept_id(row["symptom_id"]), row["symptom_name"])
+        return cls.from_symptoms(names, symptoms_path, lay_synonyms=lay_synonyms)
+
+    @classmethod
+    def from_symptoms(cls, symptoms: Mapping[str, str], symptoms_path: Path | None = None, *,
+                      lay_synonyms: bool = True) -> SymptomVocabulary:
+        """``symptoms`` (id -> name: the ranker's, e.g. from the imported HSDN links) first, then the
+        other MeSH 2015 ``symptoms.tsv`` descriptors."""
+        names = {normalize_concept_id(k): v for k, v in symptoms.items()}
         if symptoms_path is not None:
             with open(symptoms_path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh, delimiter="\t"):

@@ -280,7 +280,8 @@ def import_mesh(*, path: Path | str, terms_path: Path | str | None = None) -> Im
 def import_hsdn(*, path: Path | str) -> ImportResult:
     """HSDN ``symptoms-DO.tsv`` -> directed ``Cooccurrence`` rows (a = symptom, b = disease).
 
-    score = TF-IDF, count = co-occurring PubMed records, metrics = the Disease Ontology id and name.
+    score = TF-IDF, count = co-occurring PubMed records, metrics = the Disease Ontology id and name and
+    the file's symptom and disease names. The diagnosis kind ranks from these rows once imported.
     Missing concepts are created with the names the file gives (real MeSH ids).
     """
     started = time.perf_counter()
@@ -293,7 +294,10 @@ def import_hsdn(*, path: Path | str) -> ImportResult:
         links.append(Cooccurrence(
             concept_a_id=symptom, concept_b_id=disease, directed=True, year=Cooccurrence.ALL_YEARS,
             source=Cooccurrence.Source.HSDN, count=int(row["cooccurs"]), score=_finite(row["tfidf_score"]),
-            metrics={"doid": row["doid_code"], "doid_name": row["doid_name"]},
+            # The file's own names too: the diagnosis ranker reads these rows and must rank exactly as
+            # from the file, while the concept rows carry the current MeSH name.
+            metrics={"doid": row["doid_code"], "doid_name": row["doid_name"],
+                     "symptom_name": row["symptom_name"], "disease_name": row["disease_name"]},
         ))
     with transaction.atomic():
         counts = concepts_ensure(concepts)

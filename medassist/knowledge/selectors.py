@@ -119,3 +119,29 @@ def supporting_documents(*, a: str, b: str, until_year: int | None = None, limit
         doc = link.document
         out.append({"pmid": doc.pmid, "title": doc.title[:300], "year": doc.year})
     return out
+
+
+def hsdn_state() -> dict:
+    """Row count, newest id and total count of the imported HSDN links: changes with every re-import
+    (``cooccurrences_replace`` deletes and re-inserts, so ids move even for identical data)."""
+    return Cooccurrence.objects.filter(source=Cooccurrence.Source.HSDN).aggregate(
+        rows=Count("id"), newest=Max("id"), total=Sum("count"))
+
+
+def hsdn_links() -> tuple:
+    """The imported HSDN symptom -> disease links as ``diagnosis.HsdnLink`` rows, in import order.
+
+    Names are the file's own where the import recorded them (``metrics``; so a ranker built from the
+    tables ranks exactly like one built from the file), else the concept's current name.
+    """
+    from .diagnosis import HsdnLink
+
+    rows = (Cooccurrence.objects.filter(source=Cooccurrence.Source.HSDN).order_by("id")
+            .values_list("concept_a_id", "concept_a__name", "concept_b_id", "concept_b__name", "count", "score",
+                         "metrics"))
+    return tuple(
+        HsdnLink(disease_id=disease, disease_name=metrics.get("disease_name") or disease_name,
+                 symptom_id=symptom, symptom_name=metrics.get("symptom_name") or symptom_name,
+                 cooccurs=int(count), tfidf=float(score or 0.0), doid=metrics.get("doid") or "",
+                 doid_name=metrics.get("doid_name") or "")
+        for symptom, symptom_name, disease, disease_name, count, score, metrics in rows.iterator(chunk_size=5_000))

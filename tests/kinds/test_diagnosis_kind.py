@@ -206,3 +206,54 @@ def test_single_case_latency_with_every_component_on(api, tiny_models, capsys):
         print(f"\ndiagnosis run(), all components (tiny embedder): first {first * 1000:.0f} ms, "
               f"median {statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
     assert max(times) < 1.0
+
+
+@pytest.fixture
+def fresh_ranker():
+    """A test that changes where the ranker's matrix comes from starts and ends with 'build at the next look'."""
+    from medassist.kinds import diagnosis as kind
+
+    kind._ranker, kind._ranker_source, kind._ranker_checked, kind._corpus_key = None, None, float("-inf"), None
+    yield kind
+    kind._ranker, kind._ranker_source, kind._ranker_checked, kind._corpus_key = None, None, float("-inf"), None
+
+
+def test_imported_hsdn_tables_are_the_ranking_knowledge_and_a_reimport_is_noticed(api, fresh_ranker, monkeypatch,
+                                                                                  tmp_path):
+    import csv
+
+    from medassist.knowledge import importers
+
+    kind = fresh_ranker
+    case = [{"symptoms": "fever, chills, headache, splenomegaly, no cough", "sex": "female"}]
+    params = {"top_k": 10, "hpo_weight": 0, "embedding_weight": 0}
+    _, (from_file,) = diagnose(api, case, params)
+    assert from_file["knowledge"]["components"]["hsdn"]["matrix"]["matrix"] == "file"
+
+    hsdn_path = kind.knowledge_files()["hsdn"]
+    importers.import_mesh(path=hsdn_path.parent.parent / "mesh-2015" / "tree-numbers.tsv")
+    importers.import_hsdn(path=hsdn_path)
+    monkeypatch.setattr(kind, "RANKER_CHECK_SECONDS", 3600.0)
+    _, (cached,) = diagnose(api, case, params)  # within the interval: the ranker it has
+    assert cached["knowledge"]["components"]["hsdn"]["matrix"]["matrix"] == "file"
+    monkeypatch.setattr(kind, "RANKER_CHECK_SECONDS", 0.0)
+    _, (from_tables,) = diagnose(api, case, params)
+    hsdn = from_tables["knowledge"]["components"]["hsdn"]
+    assert hsdn["matrix"]["matrix"] == "database" and hsdn["matrix"]["rows"] == 10_465
+    assert "imported knowledge tables" in hsdn["source"]
+    # Same knowledge, same ranking: names, ICD codes and scores (tree numbers now from the MeSH table).
+    ranked = [(d["name"], d["icd10cm"], round(d["score"], 9)) for d in from_tables["diagnoses"]]
+    assert ranked == [(d["name"], d["icd10cm"], round(d["score"], 9)) for d in from_file["diagnoses"]]
+    assert "Malaria" in [name for name, _, _ in ranked[:3]]
+
+    # An admin re-imports a network without malaria: the running process ranks from it, no restart.
+    with open(hsdn_path, newline="", encoding="utf-8") as src, open(tmp_path / "hsdn.tsv", "w", newline="",
+                                                                     encoding="utf-8") as dst:
+        reader = csv.DictReader(src, delimiter="\t")
+        writer = csv.DictWriter(dst, reader.fieldnames, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(row for row in reader if row["disease_name"] != "Malaria")
+    importers.import_hsdn(path=tmp_path / "hsdn.tsv")
+    _, (reimported,) = diagnose(api, case, params)
+    assert "Malaria" not in [d["name"] for d in reimported["diagnoses"]]
+    assert reimported["knowledge"]["diseases"] == from_file["knowledge"]["diseases"] - 1

@@ -114,7 +114,8 @@ def test_import_hsdn_stores_directed_symptom_to_disease_links():
     fever_malaria = hsdn.get(concept_a="MESH:D005334", concept_b="MESH:D008288")
     assert fever_malaria.count == 284
     assert fever_malaria.score == pytest.approx(175.778287568456)
-    assert fever_malaria.metrics == {"doid": "DOID:12365", "doid_name": "malaria"}
+    assert fever_malaria.metrics == {"doid": "DOID:12365", "doid_name": "malaria",
+                                     "symptom_name": "Fever", "disease_name": "Malaria"}
     # Without the MeSH file the concepts carry the names HSDN gives.
     assert Concept.objects.get(pk="MESH:D005334").name == "Fever"
 

@@ -19,6 +19,7 @@ torch/transformers are imported lazily: the inference classes need only numpy, o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -336,19 +337,31 @@ def _matmul_nodes_to_exclude(onnx_path: Path, exclude_ops: Sequence[str]) -> lis
     return excluded
 
 
+@contextlib.contextmanager
+def _root_log_level(level: int):
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
 def _quantize(onnx_path: Path, out_path: Path, nodes_to_exclude: list[str], *, per_channel: bool) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(
-        model_input=str(onnx_path),
-        model_output=str(out_path),
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=nodes_to_exclude,
-        op_types_to_quantize=["MatMul"],
-    )
+    with _root_log_level(logging.WARNING):  # the quantizer logs one INFO line per tensor on the root logger
+        quantize_dynamic(
+            model_input=str(onnx_path),
+            model_output=str(out_path),
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=nodes_to_exclude,
+            op_types_to_quantize=["MatMul"],
+        )
     # quantize_dynamic turned every Gemm(transB=1) into MatMul(A, W^T) with a transposed copy of W; where
     # that MatMul stayed fp32 (excluded) and W is still stored, read W again (the tied lm_head).
     _consolidate(out_path, share_tied_head=True)

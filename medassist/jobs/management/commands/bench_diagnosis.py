@@ -81,9 +81,19 @@ class Command(BaseCommand):
                  f"{percentile(loaded, 0.9) * 1000:.0f}", f"{max(loaded) * 1000:.0f}"]]
         table = format_table(["condition", "cases", "P50 (ms)", "P90 (ms)", "max (ms)"], rows)
         still_running = batch_progress[-1] < 100 if batch_progress else False
+        from medassist.kinds.diagnosis import DEFAULT_WEIGHTS
+        from medassist.knowledge.selectors import hsdn_state
+        from medassist.registry.models import ModelVersion
+
+        links = hsdn_state()["rows"]
+        matrix = (f"the imported knowledge tables ({links:,} HSDN links)" if links
+                  else "the shared HSDN file (knowledge not imported)")
+        embedder = ModelVersion.objects.filter(role="embedder", status="active").first()
         body = (f"## Diagnosis latency (`python manage.py bench_diagnosis --cases {cases}`)\n\n"
                 f"Machine: {machine_description()}. Submit-to-result over HTTP (gunicorn), 1 interactive + 1 batch "
-                f"worker process x 1 thread, polling every 20 ms. The batch job was at "
+                f"worker process x 1 thread, polling every 20 ms. Default params: component weights "
+                f"{', '.join(f'{k} {v:g}' for k, v in DEFAULT_WEIGHTS.items())} (embedder "
+                f"{embedder.label if embedder else 'none'}); matrix read from {matrix}. The batch job was at "
                 f"{batch_progress[0] if batch_progress else 0:.0f}% -> {batch_progress[-1] if batch_progress else 0:.0f}% "
                 f"during the loaded measurements ({'still running' if still_running else 'finished before the end'}).\n\n"
                 f"{table}\n\nTarget: P90 <= 1 s, alone and under load.")
