@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from medassist.common import metrics
 from medassist.jobs.services import job_fail_chunk, job_process_chunk
 from workers.runtime import get_runtime
+from workers.runtime.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ def _load_models_in_child(**kwargs):
 def process_chunk(self, job_id: str, start: int, end: int) -> dict:
     started = time.perf_counter()
     try:
-        report = job_process_chunk(job_id=job_id, start=start, end=end, runtime=get_runtime())
+        try:
+            report = job_process_chunk(job_id=job_id, start=start, end=end, runtime=get_runtime())
+        finally:
+            release_freed_memory()  # a chunk's batch buffers, freed, stay resident otherwise
     except SoftTimeLimitExceeded:
         limit = settings.MEDASSIST_CHUNK_SOFT_TIME_LIMIT
         failed = job_fail_chunk(job_id=job_id, start=start, end=end,

