@@ -189,6 +189,10 @@ else:
         # visibility timeout (kombu's defaults: 10 x 10).
         "unacked_restore_interval": env.int("MEDASSIST_UNACKED_RESTORE_INTERVAL", default=10),
         "unacked_restore_throttle": env.int("MEDASSIST_UNACKED_RESTORE_THROTTLE", default=10),
+        # The restore sweep holds a Redis lock with this expiry; a worker killed while holding it
+        # blocks every other worker's recovery until it expires (kombu's default: 300 s). A sweep
+        # takes milliseconds, so 30 s is ample.
+        "unacked_mutex_expire": env.int("MEDASSIST_UNACKED_MUTEX_EXPIRE", default=30),
     }
 CELERY_RESULT_BACKEND = None  # domain results live in Postgres, never in the result backend
 CELERY_TASK_IGNORE_RESULT = True

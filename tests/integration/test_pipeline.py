@@ -85,6 +85,17 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_every_item_exactly_once(star
     first.kill()
     at_kill = Job.objects.get(pk=job.pk)
     assert not at_kill.is_final and at_kill.processed_items < at_kill.total_items
+    # The worst moment to die: inside the restore sweep, holding its Redis lock (the doomed worker sweeps
+    # every second, so a kill lands there now and then: this once made the test wait out kombu's default
+    # 300 s lock). The lock lives as long as a worker with the *deployed* settings sets it (not this test's
+    # fast ones); the rescuer must still finish within the test's timeout.
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        held_for = int(channel.unacked_mutex_expire)
+        channel.client.set(channel.unacked_mutex_key, "held-by-the-killed-worker", ex=held_for)
+    assert held_for <= 60
 
     second = start_worker(name="rescuer", extra_env=fast_redelivery)
     job = wait_for_job(job.pk, timeout=240, worker=second)
