@@ -153,11 +153,7 @@ def get_ranker():
         if _ranker is None or now - _ranker_checked >= RANKER_CHECK_SECONDS:
             source = _wanted_source()
             if _ranker is None or source != _ranker_source:
-                ranker = _build_ranker(source)
-                if _phenotypes is not None:  # HPO already parsed in this process: link the new disease list
-                    from medassist.knowledge.phenotypes import PhenotypeIndex
-
-                    ranker.use_phenotypes(PhenotypeIndex.build(ranker.disease_name_map()))
+                ranker = _build_ranker(source)  # its HPO index is linked on first use (phenotypes_for)
                 _corpus_key = None  # the corpus component is per ranker: reload it into the new one
                 log.info("diagnosis ranker built", extra={"source": source, "diseases": len(ranker.disease_ids)})
                 _ranker, _ranker_source = ranker, source
@@ -244,6 +240,18 @@ def get_phenotypes():
     return _phenotypes
 
 
+def phenotypes_for(ranker):
+    """``ranker``'s PhenotypeIndex, linked to its disease list on first need (a ranker rebuilt after a
+    re-import has none yet); None when HPO is unavailable (``phenotypes_error()`` says why)."""
+    if get_phenotypes() is None:
+        return None
+    if ranker.phenotypes is None:
+        from medassist.knowledge.phenotypes import PhenotypeIndex
+
+        ranker.use_phenotypes(PhenotypeIndex.build(ranker.disease_name_map()))
+    return ranker.phenotypes
+
+
 def phenotypes_error() -> str | None:
     return _phenotypes_error
 
@@ -306,11 +314,7 @@ def _components(params: dict, ranker, runtime) -> tuple:
     else:
         report["corpus"] = {"weight": 0.0, "status": "off"}
     if weights["hpo"] > 0:
-        index = get_phenotypes()
-        if index is not None and ranker.phenotypes is None:  # a ranker rebuilt while HPO was being parsed
-            from medassist.knowledge.phenotypes import PhenotypeIndex
-
-            ranker.use_phenotypes(PhenotypeIndex.build(ranker.disease_name_map()))
+        index = phenotypes_for(ranker)
         if index is None:
             weights["hpo"] = 0.0
             report["hpo"] = {"weight": 0.0, "status": f"off: {phenotypes_error()}"}

@@ -324,14 +324,16 @@ def _consolidate(path: Path, *, share_tied_head: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def _root_log_level(level: int):
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(max(level, previous))
+def _quiet_log(name: str | None = None, level: int = logging.WARNING):
+    """Raise a logger (the root logger by default) to ``level`` for the block: onnxruntime's quantizers
+    log one INFO line per tensor or node."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
     try:
         yield
     finally:
-        root.setLevel(previous)
+        logger.setLevel(previous)
 
 
 def _quantize(onnx_path: Path, out_path: Path, nodes_to_exclude: list[str], *, per_channel: bool) -> Path:
@@ -339,7 +341,7 @@ def _quantize(onnx_path: Path, out_path: Path, nodes_to_exclude: list[str], *, p
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with _root_log_level(logging.WARNING):  # the quantizer logs one INFO line per tensor on the root logger
+    with _quiet_log():  # quantize_dynamic logs on the root logger
         quantize_dynamic(
             model_input=str(onnx_path),
             model_output=str(out_path),
@@ -422,10 +424,12 @@ def _quantize_embedding_gather(model, block_size: int) -> int:
 
 
 def quantize_causal_lm(onnx_path: Path, out_path: Path, *, exclude_ops: tuple[str, ...] = (),
-                       block_size: int = 64, accuracy_level: int = 4) -> Path:
+                       block_size: int = 64) -> Path:
     """Weight-only int8 of the LM's projections: ``MatMulNBits`` (8 bits, symmetric, one scale per
-    ``block_size`` weights along K, int8 compute: accuracy level 4), the head included; MatMuls whose
-    node name contains an ``exclude_ops`` key stay fp32 ("lm_head" keeps the tied fp32 head).
+    ``block_size`` weights along K, int8 compute: accuracy level 4; level 1, fp32 compute, decoded 7x
+    slower), the head included; MatMuls whose node name contains an ``exclude_ops`` key stay fp32
+    ("lm_head" keeps the tied fp32 head). The token embedding table becomes 8-bit too
+    (:func:`_quantize_embedding_gather`) unless an ``exclude_ops`` key contains "embed".
 
     Why not ``quantize_dynamic`` (what this used before, measured in docs/benchmarks.md on 60 held-out
     MEDLINE abstracts): activations stay fp32, so the activation outliers that enter ``down_proj``
@@ -434,8 +438,8 @@ def quantize_causal_lm(onnx_path: Path, out_path: Path, *, exclude_ops: tuple[st
     0.5%, decodes faster (the 49k-row head is int8) and is smaller.
 
     The weights go to ``<model>.data`` beside the graph (ONNX external data): onnxruntime maps the file
-    instead of copying it, so the fp32 embedding table, which only its Gather reads, is paged in
-    only for the tokens actually seen.
+    instead of copying it, so the embedding table, which only its Gather reads, is paged in only for
+    the tokens actually seen.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat
@@ -446,18 +450,13 @@ def quantize_causal_lm(onnx_path: Path, out_path: Path, *, exclude_ops: tuple[st
     if not any("lm_head" in key for key in exclude_ops):
         _untie_head(model)
     excluded = [n.name for n in model.graph.node if n.op_type == "MatMul" and any(k in n.name for k in exclude_ops)]
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level,
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4,
                                           quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",),
                                           bits=8)
-    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level,
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      nodes_to_exclude=excluded, algo_config=config)
-    quantizer_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    previous = quantizer_log.level
-    quantizer_log.setLevel(logging.WARNING)  # one INFO line per node otherwise
-    try:
+    with _quiet_log("onnxruntime.quantization.matmul_nbits_quantizer"):
         quantizer.process()
-    finally:
-        quantizer_log.setLevel(previous)
     model = quantizer.model.model
     if not any("embed" in key for key in exclude_ops):
         _quantize_embedding_gather(model, block_size)
@@ -493,8 +492,9 @@ def _session(onnx_path: Path, threads: int, *, arena: bool = True):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The generator runs without an arena: activations go back to the allocator after each run instead
-    # of staying reserved at the largest batch's size (measured: same decode speed, about half the
-    # resident memory after batch-8 generation). The embedder keeps it (its throughput needs it).
+    # of staying reserved at the largest batch's size (measured: same decode speed at batch 8, about half
+    # the resident memory after batch-8 generation; but batch 32 decoded slower than batch 8 in
+    # bench_models, see docs/benchmarks.md). The embedder keeps it: without, it lost a third of its speed.
     opts.enable_cpu_mem_arena = arena
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
 
