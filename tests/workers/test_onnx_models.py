@@ -119,8 +119,8 @@ def test_lm_graph_has_kv_cache_io(lm_onnx):
     graph = onnx.load(str(lm_onnx)).graph
     inputs = [i.name for i in graph.input]
     outputs = [o.name for o in graph.output]
-    assert inputs[:3] == ["input_ids", "attention_mask", "position_ids"]
-    assert inputs[3:] == [f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert inputs[:4] == ["input_ids", "attention_mask", "position_ids", "logits_to_keep"]
+    assert inputs[4:] == [f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
     assert outputs == ["logits"] + [f"present.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
     past = next(i for i in graph.input if i.name == "past_key_values.1.value").type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in past] == ["batch", 2, "past_seq", 16]  # kv heads, head dim from config
@@ -146,13 +146,30 @@ def test_lm_cached_step_equals_full_forward(lm, lm_onnx):
     ids, mask = left_padded(PROMPTS)
     full = lm.forward(ids, mask)
     past = {n: np.zeros((2, lm.kv_heads, 0, lm.head_dim), np.float32) for n in lm.past_names}
-    head = {"input_ids": ids[:, :-1], "attention_mask": mask[:, :-1], "position_ids": position_ids_for(mask)[:, :-1]}
+    head = {"input_ids": ids[:, :-1], "attention_mask": mask[:, :-1], "position_ids": position_ids_for(mask)[:, :-1],
+            "logits_to_keep": np.array([0], dtype=np.int64)}
     outs = lm.session.run(None, {**head, **past})
     present = dict(zip(lm.past_names, outs[1:], strict=True))
     assert present[lm.past_names[0]].shape == (2, 2, ids.shape[1] - 1, 16)
-    step = {"input_ids": ids[:, -1:], "attention_mask": mask, "position_ids": position_ids_for(mask)[:, -1:]}
+    step = {"input_ids": ids[:, -1:], "attention_mask": mask, "position_ids": position_ids_for(mask)[:, -1:],
+            "logits_to_keep": np.array([1], dtype=np.int64)}
     last = lm.session.run(["logits"], {**step, **present})[0]
     np.testing.assert_allclose(last[:, 0], full[:, -1], atol=ATOL, rtol=RTOL)
+
+
+def test_logits_to_keep_returns_the_last_positions_only(lm):
+    """Scoring and generation ask for the last position: the head runs on it alone, same numbers."""
+    ids, mask = left_padded(PROMPTS)
+    full = lm.forward(ids, mask)
+    last = lm.forward_last(ids, mask)
+    assert last.shape == (2, VOCAB)
+    np.testing.assert_allclose(last, full[:, -1], atol=ATOL, rtol=RTOL)
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask),
+             **{n: np.zeros((2, lm.kv_heads, 0, lm.head_dim), np.float32) for n in lm.past_names}}
+    for keep, width in ((0, ids.shape[1]), (2, 2), (ids.shape[1] + 5, ids.shape[1])):
+        got = lm.session.run(["logits"], {**feeds, "logits_to_keep": np.array([keep], dtype=np.int64)})[0]
+        assert got.shape == (2, width, VOCAB)
+        np.testing.assert_allclose(got, full[:, ids.shape[1] - width:], atol=ATOL, rtol=RTOL)
 
 
 def test_generate_with_cache_equals_torch_greedy(torch_lm, lm):

@@ -4,9 +4,11 @@ Two model families, both CPU-first:
 
 * a Llama-style causal LM (SmolLM2-135M-Instruct) exported *with a KV cache*: the graph takes
   ``input_ids``, ``attention_mask`` (past + current tokens), ``position_ids`` and one
-  ``past_key_values.{i}.key/value`` pair per layer, and returns ``logits`` plus ``present.{i}.key/value``
-  (the past with the current tokens appended). ``OnnxCausalLM.generate`` runs greedy decoding of a
-  left-padded batch on it;
+  ``past_key_values.{i}.key/value`` pair per layer, and ``logits_to_keep`` ([1] int64: logits for the
+  last n positions only, 0 = all); it returns ``logits`` plus ``present.{i}.key/value`` (the past with
+  the current tokens appended). ``OnnxCausalLM.generate`` runs greedy decoding of a left-padded batch
+  on it, asking for the last position's logits only (the head is 49k x 576: computing it for every
+  prompt position was a fifth of the prefill's work and a [B, T, 49k] fp32 tensor);
 * a BERT sentence embedder (all-MiniLM-L6-v2): the encoder is exported (``last_hidden_state``) and
   ``OnnxEmbedder.encode`` does the mean pooling and L2 normalisation in numpy.
 
@@ -20,6 +22,7 @@ torch/transformers are imported lazily: the inference classes need only numpy, o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -30,6 +33,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 OPSET = 17
+# What an exported causal-LM graph takes and returns; part of every derived artifact's build spec, so a
+# change here rebuilds onnx-fp32 and onnx-int8 (models_prepare, fine-tuning exports).
+CAUSAL_LM_GRAPH = "KV cache inputs/outputs, logits_to_keep input"
 _PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
 _MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf limit, with some margin
 
@@ -77,7 +83,7 @@ def _causal_lm_wrapper(model):
             self.lm = model
             self.lm_head = head  # the same module, so its nodes are named /lm_head/...
 
-        def forward(self, input_ids, attention_mask, position_ids, *flat_past):
+        def forward(self, input_ids, attention_mask, position_ids, logits_to_keep, *flat_past):
             seq = input_ids.shape[1]
             total = attention_mask.shape[1]  # past + current
             # Query t (absolute index total-seq+t) sees key j iff j <= its index and key j is not padding.
@@ -95,14 +101,18 @@ def _causal_lm_wrapper(model):
                 layer.keys, layer.values = flat_past[2 * i], flat_past[2 * i + 1]
                 layer.device, layer.is_initialized = layer.keys.device, True
             kwargs = dict(input_ids=input_ids, attention_mask=mask4d, position_ids=position_ids, cache=cache, use_cache=True)
+            # Positions whose logits are wanted: the last n (n = logits_to_keep[0]), all when n is 0.
+            n = logits_to_keep.reshape(()).clamp(min=0, max=seq)
+            first = torch.where(n > 0, seq - n, torch.zeros_like(n))
+            kept = torch.arange(first, seq, device=input_ids.device)
             if plain_head:
                 # The head on [B*T, H] (2-D), so that _share_tied_head can turn it into Gemm(h, W, transB=1)
                 # reading the tied embedding matrix as stored, instead of an exported transposed copy.
-                hidden = self.lm.model(**kwargs).last_hidden_state
+                hidden = self.lm.model(**kwargs).last_hidden_state.index_select(1, kept)
                 flat = self.lm_head(hidden.reshape(-1, hidden.shape[-1]))
                 logits = flat.reshape(hidden.shape[0], hidden.shape[1], flat.shape[-1])
             else:
-                logits = self.lm(**kwargs).logits
+                logits = self.lm(**kwargs).logits.index_select(1, kept)
             present = []
             for layer in cache.layers[:layers]:
                 present += [layer.keys, layer.values]
@@ -137,16 +147,17 @@ def export_causal_lm(model_dir: Path, out_dir: Path) -> Path:
     attention_mask = torch.ones(batch, past + seq, dtype=torch.int64)
     attention_mask[1, :2] = 0
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    logits_to_keep = torch.tensor([2], dtype=torch.int64)  # neither 0 nor seq: traced as a value, not a constant
     flat_past = [torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
 
     past_in, present_out = _past_names(layers)
-    input_names = ["input_ids", "attention_mask", "position_ids", *past_in]
+    input_names = ["input_ids", "attention_mask", "position_ids", "logits_to_keep", *past_in]
     output_names = ["logits", *present_out]
     dynamic_axes = {
         "input_ids": {0: "batch", 1: "seq"},
         "attention_mask": {0: "batch", 1: "total_seq"},
         "position_ids": {0: "batch", 1: "seq"},
-        "logits": {0: "batch", 1: "seq"},
+        "logits": {0: "batch", 1: "kept_seq"},
     }
     for name in past_in:
         dynamic_axes[name] = {0: "batch", 2: "past_seq"}
@@ -156,7 +167,7 @@ def export_causal_lm(model_dir: Path, out_dir: Path) -> Path:
     out_path = out_dir / "model.onnx"
     _torch_onnx_export(
         wrapper,
-        (input_ids, attention_mask, position_ids, *flat_past),
+        (input_ids, attention_mask, position_ids, logits_to_keep, *flat_past),
         str(out_path),
         input_names=input_names,
         output_names=output_names,
@@ -483,7 +494,7 @@ def quantize_embedder(onnx_path: Path, out_path: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _session(onnx_path: Path, threads: int, *, arena: bool = True):
+def _session(onnx_path: Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -491,12 +502,22 @@ def _session(onnx_path: Path, threads: int, *, arena: bool = True):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The generator runs without an arena: activations go back to the allocator after each run instead
-    # of staying reserved at the largest batch's size (measured: same decode speed at batch 8, about half
-    # the resident memory after batch-8 generation; but batch 32 decoded slower than batch 8 in
-    # bench_models, see docs/benchmarks.md). The embedder keeps it: without, it lost a third of its speed.
-    opts.enable_cpu_mem_arena = arena
+    # Both models keep onnxruntime's arena: a decode step reallocates every layer's KV cache one token
+    # longer, and without the arena glibc's heap fragmented under it (measured on SmolLM2 int8, batch 32:
+    # peak resident 2.0-2.4 GB without, 1.1 GB with). The generator gives the arena back after each call
+    # (``_SHRINK``); the embedder lost a third of its speed without one.
+    opts.enable_cpu_mem_arena = True
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def _shrink_arena():
+    """Run options that free the arena's unused regions when a run ends (onnxruntime's arena shrinkage)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def position_ids_for(attention_mask: np.ndarray) -> np.ndarray:
@@ -511,7 +532,7 @@ class OnnxCausalLM:
         import onnxruntime as ort
 
         self._ort = ort
-        self.session = _session(Path(onnx_path), threads, arena=False)
+        self.session = _session(Path(onnx_path), threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = sorted(
             (n for n in inputs if n.startswith("past_key_values.")),
@@ -522,22 +543,66 @@ class OnnxCausalLM:
         first = inputs[self.past_names[0]].shape  # [batch, kv_heads, past_seq, head_dim]
         self.kv_heads, self.head_dim = int(first[1]), int(first[3])
         self.output_names = ["logits", *self.present_names]
+        # Graphs exported before the input existed return every position's logits.
+        self.keeps_logits = "logits_to_keep" in inputs
+        vocab = self.session.get_outputs()[0].shape[-1]
+        self.vocab_size = vocab if isinstance(vocab, int) else None  # exported graphs fix it
 
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
         empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=np.float32)
         return {name: empty for name in self.past_names}
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Logits [B,T,V] (float32) of a (left-padded) batch, from an empty cache."""
+    def _keep(self, n: int) -> dict[str, np.ndarray]:
+        """The ``logits_to_keep`` feed: the last ``n`` positions' logits, 0 = all."""
+        return {"logits_to_keep": np.array([n], dtype=np.int64)} if self.keeps_logits else {}
+
+    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, keep: int) -> np.ndarray:
+        """Logits [B, kept, V] of a (left-padded) batch from an empty cache, written straight into a numpy
+        array (IO binding): an output left in the arena would outlive the run's shrinkage (50 MB for one
+        256-token abstract's logits)."""
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        batch, seq = input_ids.shape
         feeds = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "position_ids": position_ids_for(attention_mask),
-            **self._empty_past(input_ids.shape[0]),
+            **self._keep(keep),
+            **self._empty_past(batch),
         }
-        return self.session.run(["logits"], feeds)[0]
+        if self.vocab_size is None:
+            return self.session.run(["logits"], feeds, _shrink_arena())[0]
+        kept = seq if keep <= 0 or not self.keeps_logits else min(keep, seq)
+        logits = np.empty((batch, kept, self.vocab_size), dtype=np.float32)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        # The KV cache is an output too: into numpy as well, dropped on return (nothing outlives the run).
+        caches = [np.empty((batch, self.kv_heads, seq, self.head_dim), dtype=np.float32) for _ in self.present_names]
+        for name, cache in zip(self.present_names, caches, strict=True):
+            binding.bind_output(name, "cpu", 0, np.float32, list(cache.shape), cache.ctypes.data)
+        self.session.run_with_iobinding(binding, _shrink_arena())
+        return logits
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits [B,T,V] (float32) of a (left-padded) batch, from an empty cache."""
+        return self._logits(input_ids, attention_mask, 0)
+
+    def forward_last(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits [B,V] of the last position only (left padding: every row's last token is real)."""
+        return self._logits(input_ids, attention_mask, 1)[:, -1, :]
+
+    def release_arena(self) -> None:
+        """Give the arena's free regions back (after a generation: its KV caches are garbage now).
+
+        Shrinkage happens at the end of a run, and only the caller knows a generation's last step was
+        the last, so this is one extra 1-token run (milliseconds) with the shrink option.
+        """
+        ids = np.zeros((1, 1), dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": ids, **self._keep(1),
+                 **self._empty_past(1)}
+        self.session.run(["logits"], feeds, _shrink_arena())
 
     def _run(self, feeds: dict) -> tuple[np.ndarray, list]:
         """One step with OrtValues: the present tensors stay in onnxruntime's memory and feed the next step as is."""
@@ -563,7 +628,15 @@ class OnnxCausalLM:
         token, after ``max_new_tokens`` tokens, or when ``should_stop(row, new_ids)`` is true; finished rows
         leave the batch (its cache is compacted), and the loop ends when none is left.
         ``repetition_penalty`` is the HF/CTRL rule over each row's prompt (non-padding) + generated ids.
+        The arena is shrunk when the call ends (:meth:`release_arena`).
         """
+        try:
+            return self._generate(input_ids, attention_mask, max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
+                                  repetition_penalty=repetition_penalty, should_stop=should_stop)
+        finally:
+            self.release_arena()
+
+    def _generate(self, input_ids, attention_mask, *, max_new_tokens, eos_token_ids, repetition_penalty, should_stop):
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         if input_ids.ndim != 2 or input_ids.shape != mask.shape:
@@ -583,6 +656,7 @@ class OnnxCausalLM:
             "input_ids": input_ids,
             "attention_mask": mask,
             "position_ids": position_ids_for(mask),
+            **self._keep(1),
             **self._empty_past(batch),
         }
         logits, present = self._run(feeds)
@@ -623,6 +697,7 @@ class OnnxCausalLM:
                 "input_ids": tokens.astype(np.int64).reshape(-1, 1),
                 "attention_mask": mask,
                 "position_ids": step_positions,
+                **self._keep(1),
                 **dict(zip(self.past_names, present, strict=True)),
             }
             logits, present = self._run(feeds)

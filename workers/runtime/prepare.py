@@ -105,7 +105,7 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
     fine-tuning (training.export) for a merged LoRA model, so both are quantized the same way.
     Targets sit beside ``fp32_dir``; onnx-int8 is built from onnx-fp32 (built first when asked for).
     """
-    from .onnx_models import export_causal_lm, quantize_causal_lm
+    from .onnx_models import CAUSAL_LM_GRAPH, export_causal_lm, quantize_causal_lm
 
     root = fp32_dir.parent
     exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
@@ -116,10 +116,10 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
                        {"base_dir": str(fp32_dir), "exclude": list(exclude),
                         "quantization": "torch dynamic int8 (Linear, per-channel weights)"}),
         "onnx-fp32": (lambda out: export_causal_lm(fp32_dir, out),
-                      {"base_dir": str(fp32_dir), "runtime": "onnxruntime, KV cache"}),
+                      {"base_dir": str(fp32_dir), "runtime": "onnxruntime", "graph": CAUSAL_LM_GRAPH}),
         "onnx-int8": (lambda out: quantize_causal_lm(root / "onnx-fp32" / "model.onnx", out / "model.onnx",
                                                      exclude_ops=onnx_exclude, block_size=block),
-                      {"base_dir": str(fp32_dir), "exclude": list(onnx_exclude),
+                      {"base_dir": str(fp32_dir), "exclude": list(onnx_exclude), "graph": CAUSAL_LM_GRAPH,
                        "quantization": f"onnxruntime MatMulNBits weight-only int8, symmetric, block {block}, "
                                        "int8 compute (accuracy level 4), head untied and quantized, external data"}),
     }
