@@ -505,7 +505,8 @@ def _session(onnx_path: Path, threads: int):
     # Both models keep onnxruntime's arena: a decode step reallocates every layer's KV cache one token
     # longer, and without the arena glibc's heap fragmented under it (measured on SmolLM2 int8, batch 32:
     # peak resident 2.0-2.4 GB without, 1.1 GB with). The generator gives the arena back after each call
-    # (``_SHRINK``); the embedder lost a third of its speed without one.
+    # and the embedder after each encode() (``_shrink_arena``); the embedder lost a third of its speed
+    # without one.
     opts.enable_cpu_mem_arena = True
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
 
@@ -750,7 +751,11 @@ class OnnxEmbedder:
                 mask[row, :n] = 1
                 types[row, :n] = enc.type_ids
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+            # The arena serves every batch of the call, then the last run gives its free regions back: a
+            # worker keeps the largest batch's activations only while it embeds.
+            last = start + batch_size >= len(order)
+            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names},
+                                      _shrink_arena() if last else None)[0]
             m = mask[:, :, None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
