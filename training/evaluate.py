@@ -35,8 +35,12 @@ def load_generator(model_dir: str | Path, *, threads: int | None = None):
 
 
 def evaluate_generator(generator, qa_examples: list[Example], nll_records: list[Record], *,
-                       nll_texts_max: int = 50) -> dict:
-    """{"accuracy", "n", "predicted": {label: count}, "nll", "nll_texts"} for one model."""
+                       nll_texts_max: int = 50, predictions_path: Path | None = None) -> dict:
+    """{"accuracy", "n", "predicted": {label: count}, "nll", "nll_texts"} for one model.
+
+    ``predictions_path``: also write one JSON line per question (record id, label, predicted, label
+    probabilities), so a run's answers can be inspected or compared question by question.
+    """
     scores: dict = {}
     if qa_examples:
         prompts = [generator.chat_prompt(e.turns[0][0]) for e in qa_examples]
@@ -44,6 +48,11 @@ def evaluate_generator(generator, qa_examples: list[Example], nll_records: list[
         predicted = [ANSWER_LABELS[max(range(len(ANSWER_LABELS)), key=lambda i: p[ANSWER_SURFACE[ANSWER_LABELS[i]]])]
                      for p in probabilities]
         correct = sum(p == e.label for p, e in zip(predicted, qa_examples, strict=True))
+        if predictions_path is not None:
+            with open(predictions_path, "w") as out:
+                for e, p, probs in zip(qa_examples, predicted, probabilities, strict=True):
+                    out.write(json.dumps({"id": e.group, "label": e.label, "predicted": p, "probabilities": {
+                        label: round(float(probs[ANSWER_SURFACE[label]]), 6) for label in ANSWER_LABELS}}) + "\n")
         scores.update(accuracy=round(correct / len(qa_examples), 4), n=len(qa_examples),
                       predicted={label: predicted.count(label) for label in ANSWER_LABELS})
     texts = [f"{r.title}\n{r.text}".strip() for r in nll_records if r.text][:nll_texts_max]

@@ -238,7 +238,8 @@ def finetune(config: FinetuneConfig, *, name: str | None = None, progress: Calla
 
         report({"stage": "evaluating the base model", "questions": len(prepared.eval_qa)})
         t = time.perf_counter()
-        before = evaluate_generator(load_generator(base_dir), prepared.eval_qa, prepared.eval_records)
+        before = evaluate_generator(load_generator(base_dir), prepared.eval_qa, prepared.eval_records,
+                                    predictions_path=run_dir / "eval_before.jsonl")
         timings["evaluate_before_s"] = round(time.perf_counter() - t, 1)
 
         report({"stage": "training", "examples": len(tokenized)})
@@ -269,7 +270,8 @@ def finetune(config: FinetuneConfig, *, name: str | None = None, progress: Calla
 
         report({"stage": "evaluating the fine-tuned model"})
         t = time.perf_counter()
-        after = evaluate_generator(load_generator(root / "torch-fp32"), prepared.eval_qa, prepared.eval_records)
+        after = evaluate_generator(load_generator(root / "torch-fp32"), prepared.eval_qa, prepared.eval_records,
+                                   predictions_path=run_dir / "eval_after.jsonl")
         timings["evaluate_after_s"] = round(time.perf_counter() - t, 1)
         timings["total_s"] = round(time.perf_counter() - started, 1)
 
