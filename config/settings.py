@@ -161,6 +161,11 @@ MEDASSIST_INT8_EXCLUDE = tuple(env.list("MEDASSIST_INT8_EXCLUDE", default=["down
 # Node-name keys listed in MEDASSIST_ONNX_INT8_EXCLUDE stay fp32 ("lm_head" keeps the tied fp32 head).
 MEDASSIST_ONNX_INT8_BLOCK_SIZE = env.int("MEDASSIST_ONNX_INT8_BLOCK_SIZE", default=64)
 MEDASSIST_ONNX_INT8_EXCLUDE = tuple(env.list("MEDASSIST_ONNX_INT8_EXCLUDE", default=[]))
+# Yes/no/maybe answers pool the generator's label likelihood (this weight) with the answer-evidence
+# model's reading of the conclusion (weight 1); see medassist.kinds.literature. 0.25 measured best
+# for the shipped base model on 200 held-out PubMedQA questions (63.5%, evidence alone 61.5%,
+# weight 1: 49.5%) and helps a fine-tuned one too (`manage.py bench_answers`, docs/benchmarks.md).
+MEDASSIST_QA_GENERATOR_WEIGHT = env.float("MEDASSIST_QA_GENERATOR_WEIGHT", default=0.25)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

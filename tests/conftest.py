@@ -155,9 +155,19 @@ def tiny_model_dirs(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def answer_evidence_dir(tmp_path_factory):
+    """The real answer-evidence model, trained on PubMedQA from shared data as models_prepare trains it."""
+    from workers.runtime.prepare import build_answer_evidence, pubmedqa_path
+
+    out = tmp_path_factory.mktemp("answer-evidence")
+    build_answer_evidence(out, pubmedqa_path())
+    return out
+
+
 @pytest.fixture
-def tiny_models(db, tiny_model_dirs):
-    """Active tiny generator (torch-fp32) and embedder versions in the test database."""
+def tiny_models(db, tiny_model_dirs, answer_evidence_dir):
+    """Active tiny generator (torch-fp32) and embedder versions, and the real answer-evidence model."""
     from medassist.registry.services import model_version_promote
     from workers.runtime.prepare import register_variant
 
@@ -165,4 +175,7 @@ def tiny_models(db, tiny_model_dirs):
                                     artifact=tiny_model_dirs["llama"], config={})
     embedder, _ = register_variant(role="embedder", name="tiny-bert", format="torch-fp32",
                                    artifact=tiny_model_dirs["embedder"], config={"pooling": "mean"})
-    return {"generator": model_version_promote(version=generator), "embedder": model_version_promote(version=embedder)}
+    evidence, _ = register_variant(role="answer_evidence", name="pubmedqa-pqal", format="ngram-logreg",
+                                   artifact=answer_evidence_dir, config={})
+    return {"generator": model_version_promote(version=generator), "embedder": model_version_promote(version=embedder),
+            "answer_evidence": model_version_promote(version=evidence)}

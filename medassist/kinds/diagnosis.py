@@ -5,8 +5,9 @@ expansion and NegEx-style negation (``knowledge.findings``); the ranking is the 
 case and each disease's symptom profile in the HSDN symptom-disease matrix, with denied findings
 counting against (``knowledge.diagnosis``). The matrix is read from the knowledge tables once
 ``manage.py knowledge_import`` has imported HSDN (a re-import reaches running workers within
-``RANKER_CHECK_SECONDS``), and from the shared file before that; each result says which. Plus three weighted components, each a param (0 turns
-it off) whose contribution every diagnosis reports in ``score_components`` and its explanation:
+``RANKER_CHECK_SECONDS``), and from the shared file before that; each result says which. Plus three
+weighted components, each a param (0 turns it off) whose contribution every diagnosis reports in
+``score_components`` and its explanation:
 
 - ``corpus_weight``: the same cosine over symptom-disease co-occurrence in our knowledge corpus
   (the ``corpus`` rows of ``Cooccurrence``), loaded once per process and reloaded when the corpus

@@ -10,8 +10,13 @@
 - ``embed`` (default on): the active embedder's vector, for similarity search.
 - ``generate_summary`` (opt-in): the active generator's summary; the instruction comes *after*
   the abstract, because placed first this small model copies the abstract back.
-- ``question``: yes/no/maybe read from the likelihood of each label (never parsed out of free
-  text), with the label probabilities and a short generated rationale.
+- ``question``: a yes/no/maybe answer that rests on what the abstract concludes. Two readings are
+  pooled (a weighted product of their label probabilities, ``MEDASSIST_QA_GENERATOR_WEIGHT``):
+  the generator's likelihood of each label (never parsed out of free text), and the answer-evidence
+  model's reading of the abstract's conclusion sentences (``medassist.knowledge.answer_evidence``),
+  which names the sentences and n-grams it used. An abstract that mentions none of the question's
+  concepts does not address it: its answer is "maybe", flagged ``addresses_question: false``. Then a
+  short generated rationale for the chosen label.
 - ``add_to_corpus`` (opt-in): each abstract becomes a knowledge ``Document`` (source "job") linked
   to its concepts (all types, whatever ``concept_types`` reports), and the corpus co-occurrence graph
   that the ``hypothesis`` kind ranks with counts it; see ``medassist.knowledge.services``.  A PMID
@@ -21,12 +26,14 @@ Every model output names the model version, backend and generation settings that
 """
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 
 from medassist.knowledge import concepts as concept_finder
 from medassist.knowledge import selectors
 from medassist.knowledge.services import corpus_add_documents, corpus_document_error
-from medassist.knowledge.summarize import extractive_summary
+from medassist.knowledge.summarize import conclusion_sentences, extractive_summary
 from medassist.registry.models import ModelVersion
 
 from . import ItemFailure, Kind, register
@@ -100,7 +107,19 @@ RESULT_SCHEMA = {
         "generated_summary": {"type": "object", "properties": {
             "text": {"type": "string"}, "model_version": {"type": "string"}, "settings": {"type": "object"}}},
         "answer": {"type": "object", "properties": {
-            "label": {"enum": list(ANSWER_LABELS)}, "probabilities": {"type": "object"},
+            "label": {"enum": list(ANSWER_LABELS)},
+            "probabilities": {"type": "object", "description": "pooled: the label's probability after both readings"},
+            "generator_probabilities": {"type": "object", "description": "the generator's likelihood of each label"},
+            "evidence": {"type": "object", "description": "what the conclusion says", "properties": {
+                "conclusion": {"type": "object", "properties": {
+                    "text": {"type": "string"}, "spans": {"type": "array"},
+                    "found_by": {"enum": ["section", "cue phrase", "last sentences"]}}},
+                "probabilities": {"type": "object"},
+                "terms": {"type": "array", "description": "the n-grams that pushed most towards the evidence's label"},
+                "addresses_question": {"type": "boolean"},
+                "question_concepts": {"type": "object", "properties": {
+                    "found": {"type": "array"}, "missing": {"type": "array"}}},
+                "model_version": {"type": "string"}}},
             "rationale": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"}}},
         "corpus": {"type": "object", "description": "with add_to_corpus: the item's knowledge document", "properties": {
             "document_id": {"type": "integer"},
@@ -122,6 +141,8 @@ def roles_for(params: dict) -> tuple[str, ...]:
         roles.append(ModelVersion.Role.EMBEDDER)
     if params.get("generate_summary") or params.get("question"):
         roles.append(ModelVersion.Role.GENERATOR)
+    if params.get("question"):
+        roles.append(ModelVersion.Role.ANSWER_EVIDENCE)
     return tuple(roles)
 
 
@@ -161,29 +182,84 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
                 result["generated_summary"] = {"text": text, "model_version": label,
                                                "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
         if params["question"]:
-            question = params["question"].strip()
-            questions = [f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}" for item in batch]
-            prompts = [generator.chat_prompt(q) for q in questions]
-            scored = generator.score_options(prompts, [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
-            probabilities = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
-            answers = [max(p, key=p.get) for p in probabilities]
-            rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
-            # A second turn: the chosen label is the model's answer; it is then asked why.
-            rationales = generator.generate(
-                [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
-                 for q, answer in zip(questions, answers, strict=True)], rationale_settings)
-            for result, probs, answer, rationale in zip(results, probabilities, answers, rationales, strict=True):
-                result["answer"] = {
-                    "question": question, "label": answer,
-                    "probabilities": {k: round(v, 4) for k, v in probs.items()},
-                    "rationale": rationale, "model_version": label,
-                    "method": "label likelihood (the answer is the most probable label, not parsed text)",
-                    "rationale_settings": rationale_settings.as_dict(),
-                }
+            _answer(batch, extracted, params, runtime, generator, results)
 
     if params["add_to_corpus"]:
         _add_to_corpus(batch, extracted, resolver, results)
     return results
+
+
+def _pool(generator_p: dict, evidence_p: dict | None, generator_weight: float) -> dict:
+    """Weighted product of the two readings' label probabilities, renormalised (log-linear pooling)."""
+    if evidence_p is None:
+        return dict(generator_p)
+    scores = {label: math.exp(generator_weight * math.log(max(generator_p[label], 1e-12))
+                              + math.log(max(evidence_p[label], 1e-12))) for label in ANSWER_LABELS}
+    total = sum(scores.values())
+    return {label: value / total for label, value in scores.items()}
+
+
+def _question_coverage(question_concepts: list[dict], abstract_concepts: list[dict]) -> dict:
+    """Which of the question's concepts the abstract mentions (by concept id, else by name)."""
+    def key(concept):
+        return concept.get("id") or concept["name"].lower()
+
+    present = {key(c) for c in abstract_concepts}
+    found = [c["name"] for c in question_concepts if key(c) in present]
+    missing = [c["name"] for c in question_concepts if key(c) not in present]
+    return {"found": found, "missing": missing}
+
+
+def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtime, generator, results: list) -> None:
+    """The ``answer`` of every item: pooled label probabilities, the evidence used, a rationale."""
+    from workers.runtime.engines import GenerationSettings
+
+    question = params["question"].strip()
+    generator_label = runtime.version_label(ModelVersion.Role.GENERATOR)
+    questions = [f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}" for item in batch]
+    scored = generator.score_options([generator.chat_prompt(q) for q in questions],
+                                     [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
+    generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
+
+    reader = runtime.engine(ModelVersion.Role.ANSWER_EVIDENCE)
+    reader_label = runtime.version_label(ModelVersion.Role.ANSWER_EVIDENCE)
+    weight = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
+    question_concepts = concept_finder.extract_concepts(question)
+    answers, pooled, evidence = [], [], []
+    for item, found, gen_p in zip(batch, extracted, generator_p, strict=True):
+        spans, found_by = conclusion_sentences(item["text"])
+        conclusion = " ".join(item["text"][s:e] for s, e in spans)
+        reading = reader.predict(conclusion)
+        coverage = _question_coverage(question_concepts, found)
+        addresses = not question_concepts or bool(coverage["found"])
+        probabilities = _pool(gen_p, reading["probabilities"], weight)
+        # An abstract about something else cannot settle the question, whatever either reading says.
+        answers.append(max(probabilities, key=probabilities.get) if addresses else "maybe")
+        pooled.append(probabilities)
+        evidence.append({
+            "conclusion": {"text": conclusion, "spans": [{"start": s, "end": e} for s, e in spans],
+                           "found_by": found_by},
+            "label": reading["label"], "probabilities": {k: round(v, 4) for k, v in reading["probabilities"].items()},
+            "terms": reading["terms"], "addresses_question": addresses, "question_concepts": coverage,
+            "model_version": reader_label})
+
+    rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
+    # A second turn: the chosen label is the answer; the generator is then asked why.
+    rationales = generator.generate(
+        [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
+         for q, answer in zip(questions, answers, strict=True)], rationale_settings)
+    for result, answer, probs, gen_p, used, rationale in zip(results, answers, pooled, generator_p, evidence, rationales,
+                                                             strict=True):
+        result["answer"] = {
+            "question": question, "label": answer,
+            "probabilities": {k: round(v, 4) for k, v in probs.items()},
+            "generator_probabilities": {k: round(v, 4) for k, v in gen_p.items()},
+            "evidence": used, "rationale": rationale, "model_version": generator_label,
+            "method": (f"label likelihood of the generator (weight {weight:g}) pooled with the answer-evidence "
+                       "model's reading of the conclusion (weight 1); \"maybe\" when the abstract mentions none "
+                       "of the question's concepts; never parsed from generated text"),
+            "rationale_settings": rationale_settings.as_dict(),
+        }
 
 
 def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list) -> None:
@@ -211,7 +287,8 @@ KIND = register(Kind(
     params_schema=PARAMS_SCHEMA,
     result_schema=RESULT_SCHEMA,
     run=run,
-    model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR),
+    model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR,
+                 ModelVersion.Role.ANSWER_EVIDENCE),
     roles_for=roles_for,
     chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE
                                    if params.get("generate_summary") or params.get("question") else None),

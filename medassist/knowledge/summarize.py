@@ -26,6 +26,7 @@ sentence span and remembered as the sentence's ``section``.
 Public interface::
 
     split_sentences(text) -> list[tuple[int, int]]
+    conclusion_sentences(text, *, fallback=2) -> (list[tuple[int, int]], how)
     extractive_summary(text, *, max_sentences=3, title=None) -> dict
 """
 
@@ -35,7 +36,7 @@ import math
 import re
 from collections import Counter
 
-__all__ = ["split_sentences", "extractive_summary"]
+__all__ = ["split_sentences", "conclusion_sentences", "extractive_summary"]
 
 TITLE_WEIGHT = 0.10
 CONCLUSION_BONUS = 0.20
@@ -180,6 +181,26 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     if not text:
         return []
     return [(s, e) for s, e, _section in _segments(text)]
+
+
+def conclusion_sentences(text: str, *, fallback: int = 2) -> tuple[list[tuple[int, int]], str]:
+    """Spans of the abstract's conclusion, and how they were found.
+
+    - ``"section"``: the sentences under a CONCLUSION(S) label ("CONCLUSIONS: ..." lines, as the
+      upload parser writes structured abstracts);
+    - ``"cue phrase"``: unlabelled text, from the last sentence that opens with a concluding cue
+      ("In conclusion", "These findings", ...) to the end;
+    - ``"last sentences"``: otherwise the last ``fallback`` sentences, where abstracts conclude.
+    """
+    segments = _segments(text) if text and text.strip() else []
+    labelled = [(s, e) for s, e, section in segments if section and "CONCLU" in section.upper()]
+    if labelled:
+        return labelled, "section"
+    for i in range(len(segments) - 1, max(len(segments) - 4, 0) - 1, -1):
+        s, e, _ = segments[i]
+        if text[s:e].lower().startswith(_CUE_PHRASES):
+            return [(s, e) for s, e, _ in segments[i:]], "cue phrase"
+    return [(s, e) for s, e, _ in segments[-fallback:]], "last sentences"
 
 
 # --------------------------------------------------------------------------

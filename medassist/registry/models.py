@@ -12,6 +12,7 @@ class ModelVersion(models.Model):
         GENERATOR = "generator"
         EMBEDDER = "embedder"
         CONCEPTS = "concepts"  # dictionary-based concept extraction (vocabulary packages)
+        ANSWER_EVIDENCE = "answer_evidence"  # reads an abstract's conclusion for yes/no/maybe answers
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate"

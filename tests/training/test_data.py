@@ -138,12 +138,19 @@ class _RecordingGenerator:
         return ["generated"] * len(prompts)
 
 
+class _NeutralEvidence:
+    """Stands in for the answer-evidence model: no opinion, so the generator's answer is the answer."""
+
+    def predict(self, conclusion):
+        return {"label": "yes", "probabilities": {label: 1 / 3 for label in literature.ANSWER_LABELS}, "terms": []}
+
+
 class _Runtime:
     def __init__(self, generator):
         self.generator = generator
 
     def engine(self, role):
-        return self.generator
+        return _NeutralEvidence() if role == "answer_evidence" else self.generator
 
     def version_label(self, role):
         return "test"

@@ -96,9 +96,41 @@ def test_literature_question_and_generated_summary_record_their_model_versions(a
     assert sum(result["answer"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert result["answer"]["model_version"] == label and "likelihood" in result["answer"]["method"]
     assert isinstance(result["answer"]["rationale"], str)
+    evidence = result["answer"]["evidence"]
+    assert evidence["model_version"] == tiny_models["answer_evidence"].label
+    assert evidence["conclusion"]["text"] == "Aspirin reduced stroke in atrial fibrillation."
+    assert evidence["addresses_question"] and set(evidence["question_concepts"]["found"]) >= {"Aspirin", "Stroke"}
+    assert sum(result["answer"]["generator_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    job.refresh_from_db()
+    assert job.model_versions["answer_evidence"] == tiny_models["answer_evidence"].label  # recorded on the job
     assert result["generated_summary"]["model_version"] == label
     assert result["generated_summary"]["settings"]["max_new_tokens"] == 8
     assert result["generated_summary"]["settings"]["decoding"] == "greedy"
+
+
+def test_an_answer_rests_on_the_conclusion_and_an_abstract_about_something_else_cannot_settle_it(alice, tiny_models):
+    """The tiny generator's label likelihood is noise; the conclusion decides, unless the abstract is off topic."""
+    from medassist.jobs.services import job_process_chunk
+    from workers.runtime import get_runtime
+
+    items = [
+        "BACKGROUND: Stroke is common.\nRESULTS: Stroke occurred in 2% with aspirin and 4% with placebo (P<0.001)."
+        "\nCONCLUSIONS: Aspirin significantly reduced the risk of stroke.",
+        "BACKGROUND: Stroke is common.\nRESULTS: Stroke occurred in 4% with aspirin and 4% with placebo (P=0.9)."
+        "\nCONCLUSIONS: Aspirin did not reduce the risk of stroke.",
+        "Metformin lowered HbA1c in type 2 diabetes. Metformin is a safe first-line therapy for diabetes.",
+    ]
+    submission = job_validate(user=alice, kind_name="literature", items=items,
+                              params={"question": "Does aspirin reduce the risk of stroke?", "embed": False,
+                                      "max_new_tokens": 8})
+    job, _ = job_submit(owner=alice, submission=submission)
+    job_process_chunk(job_id=job.pk, start=0, end=3, runtime=get_runtime())
+    positive, null, off_topic = (JobItem.objects.get(job=job, index=i).result["answer"] for i in range(3))
+    assert positive["label"] == "yes" and positive["evidence"]["conclusion"]["found_by"] == "section"
+    assert null["label"] == "no" and null["probabilities"]["no"] > null["probabilities"]["yes"]
+    assert null["evidence"]["conclusion"]["text"] == "Aspirin did not reduce the risk of stroke."
+    assert off_topic["label"] == "maybe" and off_topic["evidence"]["addresses_question"] is False
+    assert set(off_topic["evidence"]["question_concepts"]["missing"]) >= {"Aspirin", "Stroke"}
 
 
 def test_runtime_notices_a_promotion_with_one_query(db, tiny_models, tiny_model_dirs, django_assert_num_queries):

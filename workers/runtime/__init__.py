@@ -78,7 +78,7 @@ class Runtime:
 
     def warm(self) -> None:
         """Load whatever model versions are active now (worker start); missing roles load lazily."""
-        roles = [r for r in (ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR)
+        roles = [r for r in (ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE)
                  if ModelVersion.objects.filter(role=r, status=ModelVersion.Status.ACTIVE).exists()]
         try:
             self.refresh(roles)

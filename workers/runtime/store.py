@@ -50,7 +50,7 @@ def verify(version: ModelVersion) -> None:
 
 
 def load_engine(version: ModelVersion):
-    """Load a generator (``Generator``) or embedder (``encode()``) for a registered version."""
+    """Load a generator (``Generator``), embedder (``encode()``) or answer-evidence model for a version."""
     verify(version)
     try:
         return _load_engine(version)
@@ -84,6 +84,12 @@ def _load_engine(version: ModelVersion):
 
                 return OnnxEmbedder(artifact / "model.onnx", base, threads=threads)
             raise ArtifactError(f"{version.label}: unknown embedder format {version.format!r}")
+        if version.role == ModelVersion.Role.ANSWER_EVIDENCE:
+            from medassist.knowledge.answer_evidence import FORMAT, AnswerEvidenceModel
+
+            if version.format != FORMAT:
+                raise ArtifactError(f"{version.label}: unknown answer-evidence format {version.format!r}")
+            return AnswerEvidenceModel.load(artifact)
     except ArtifactError:
         raise
     except Exception as exc:  # a corrupt file surfaces as whatever the loader raises: name the version
