@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "medassist.registry",
     "medassist.jobs",
     "medassist.knowledge",
+    "medassist.tools",
 ]
 
 MIDDLEWARE = [

@@ -132,11 +132,9 @@ def _kind_for(path: Path) -> str:
 
 
 def _shared_data_path(name: str) -> Path:
-    from django.conf import settings
+    from medassist.common.data_paths import shared_path
 
-    from medassist.knowledge.importers import DEFAULT_PATHS  # where the importers read the same files
-
-    return Path(settings.MEDASSIST_SHARED_DATA) / DEFAULT_PATHS[name]
+    return shared_path(name)
 
 
 def _label(value, where: str) -> str | None:
@@ -172,7 +170,7 @@ def _read_pubmedqa(path: Path) -> list[Record]:
 
 
 def _read_medline(path: Path) -> list[Record]:
-    from medassist.jobs.parsers import parse_upload
+    from medassist.common.parsers import parse_upload
 
     # No item cap: a baseline file holds ~30,000 citations, more than one job may.
     parsed = parse_upload(path.read_bytes(), path.name, max_items=10_000_000)
@@ -214,7 +212,7 @@ def _split_flat_text(text: str) -> tuple[str, str]:
 
 
 def _read_jsonl(path: Path) -> list[Record]:
-    from medassist.jobs.parsers import parse_upload
+    from medassist.common.parsers import parse_upload
 
     parsed = parse_upload(path.read_bytes(), path.name, max_items=10_000_000)
     records = []

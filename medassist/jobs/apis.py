@@ -21,9 +21,9 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from medassist.audit.services import audit_record, client_ip
+from medassist.common.parsers import UploadError, parse_upload
 
 from .models import Job, JobItem
-from .parsers import UploadError, parse_upload
 from .selectors import job_get, job_items, job_list
 from .serializers import JobItemSerializer, JobSerializer, JobSubmitSerializer, item_ref
 from .services import JobNotCancellable, SubmissionInvalid, job_cancel, job_submit, job_validate

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from medassist.common.data_paths import knowledge_path
 from medassist.registry.models import ModelVersion
 
 from . import Kind, register
@@ -91,10 +92,8 @@ RANKER_CHECK_SECONDS = 60.0  # how stale the matrix may be after a re-import: on
 
 
 def knowledge_files() -> dict[str, Path]:
-    root = Path(settings.MEDASSIST_KNOWLEDGE_DATA)
-    return {"hsdn": root / "hsdn-symptoms-disease" / "symptoms-DO.tsv",
-            "symptoms": root / "mesh-2015" / "symptoms.tsv",
-            "abbreviations": root / "clinical-abbreviations"}
+    return {"hsdn": knowledge_path("hsdn"), "symptoms": knowledge_path("mesh_symptoms"),
+            "abbreviations": knowledge_path("abbreviations")}
 
 
 def _wanted_source() -> dict:
@@ -133,7 +132,7 @@ def _build_ranker(source: dict):
     links = hsdn_links()
     ids = {link.disease_id for link in links} | {link.symptom_id for link in links}
     trees = dict(Concept.objects.filter(pk__in=ids).exclude(tree_numbers=[]).values_list("id", "tree_numbers"))
-    tree_file = Path(settings.MEDASSIST_KNOWLEDGE_DATA) / "mesh-2015" / "tree-numbers.tsv"
+    tree_file = knowledge_path("mesh")
     vocabulary = SymptomVocabulary.from_symptoms({link.symptom_id: link.symptom_name for link in links},
                                                  files["symptoms"])
     # The imported MeSH concepts' tree numbers; the file only where MeSH itself was not imported.

@@ -37,7 +37,8 @@ from typing import TypeVar
 from django.db import connection, transaction
 from django.db.models import Q
 
-from medassist.jobs.parsers import parse_upload
+from medassist.common.data_paths import IMPORTER_SOURCES, SHARED_FILES
+from medassist.common.parsers import parse_upload
 from medassist.knowledge import concepts as concept_extraction
 
 from .concepts import SEMANTIC_GROUPS  # one table of readable groups for extraction and imports
@@ -71,15 +72,9 @@ BATCH_SIZE = 5000  # rows per INSERT; Django lowers it where the database allows
 _LOOKUP_BATCH = 900  # ids per IN (...) query: below SQLite's historical 999-parameter limit
 
 # Where each source lives under MEDASSIST_SHARED_DATA (the first file is the importer's ``path``).
-DEFAULT_PATHS: dict[str, str] = {
-    "mesh": "mesh-2015/tree-numbers.tsv",
-    "hsdn": "hsdn-symptoms-disease/symptoms-DO.tsv",
-    "cooccurrence": "medline-cooccurrence/disease-disease-cooccurrence.tsv",
-    "pubmedqa": "pubmedqa/pqal_train.json",
-    "medline": "medline-sample/medline16n0902.xml.gz",
-}
-MESH_TERMS_FILE = "terms.tsv"  # next to tree-numbers.tsv
-DOID_TO_MESH_FILE = "DO-slim-to-mesh.tsv"  # next to disease-disease-cooccurrence.tsv
+DEFAULT_PATHS: dict[str, str] = {name: SHARED_FILES[name] for name in IMPORTER_SOURCES}
+MESH_TERMS_FILE = Path(SHARED_FILES["mesh_terms"]).name  # next to tree-numbers.tsv
+DOID_TO_MESH_FILE = Path(SHARED_FILES["doid_to_mesh"]).name  # next to disease-disease-cooccurrence.tsv
 
 _VOCABULARY_BY_PREFIX = {
     "MESH": Concept.Vocabulary.MESH,

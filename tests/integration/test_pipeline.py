@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
+from medassist.common.parsers import parse_upload
 from medassist.jobs.models import Job, JobItem
-from medassist.jobs.parsers import parse_upload
 from tests.conftest import require, require_shared_data, using_redis, wait_for_job
 
 pytestmark = pytest.mark.integration

@@ -137,7 +137,9 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
 
 
 def pubmedqa_path() -> Path:
-    return Path(settings.MEDASSIST_SHARED_DATA) / "pubmedqa" / "pqal_train.json"
+    from medassist.common.data_paths import shared_path
+
+    return shared_path("pubmedqa")
 
 
 def build_answer_evidence(out: Path, source: Path) -> None:

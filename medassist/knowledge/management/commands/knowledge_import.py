@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from medassist.common.data_paths import shared_data_root
 from medassist.knowledge import importers
 
 # Run in this order: MeSH first, so the others find MeSH names and ids to map onto.
@@ -65,6 +65,6 @@ class Command(BaseCommand):
                 raise CommandError(f"--path {path} is a file (or missing): name exactly one source to import it, "
                                    "or pass the data folder")
             return {chosen[0]: path}
-        root = path or Path(settings.MEDASSIST_SHARED_DATA)
+        root = path or shared_data_root()
         return {source: root / importers.DEFAULT_PATHS[source] if source in importers.DEFAULT_PATHS else None
                 for source in chosen}

@@ -15,7 +15,7 @@ from django.core.management import BaseCommand, CommandError, call_command
 
 from medassist.common.benchmarks import format_table, machine_description, write_section
 from medassist.common.processes import free_port, start_web, start_worker
-from medassist.jobs.management.commands.bench_queue import load_abstracts
+from medassist.tools.management.commands.bench_queue import load_abstracts
 
 CASES = [
     "58 year old man with chest pain and shortness of breath, nausea, no fever",

@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from medassist.common.benchmarks import format_table, machine_description
+from medassist.common.data_paths import shared_data_root
 
 EVALUATION_MD = Path(settings.BASE_DIR) / "docs" / "evaluation.md"
 
@@ -50,7 +51,7 @@ def write_section(name: str, body: str) -> Path:
 
 
 def shared(*parts: str) -> Path:
-    path = Path(settings.MEDASSIST_SHARED_DATA).joinpath(*parts)
+    path = shared_data_root().joinpath(*parts)
     if not path.exists():
         raise CommandError(f"data not found at {path} (set MEDASSIST_SHARED_DATA or pass --data)")
     return path

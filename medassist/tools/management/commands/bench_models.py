@@ -26,7 +26,8 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
 from medassist.common.benchmarks import format_table, machine_description, write_section
-from medassist.jobs.parsers import parse_upload
+from medassist.common.data_paths import shared_path
+from medassist.common.parsers import parse_upload
 from workers.runtime.memory import release_freed_memory
 
 GENERATOR_FORMATS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
@@ -43,14 +44,14 @@ def rss_mb() -> float:
 
 
 def medline_abstracts(n: int) -> list[str]:
-    path = Path(settings.MEDASSIST_SHARED_DATA) / "medline-sample" / "medline16n0902.xml.gz"
+    path = shared_path("medline")
     if not path.exists():
         raise CommandError(f"shared data not found at {path} (set MEDASSIST_SHARED_DATA)")
     return [item["text"] for item in parse_upload(path.read_bytes(), path.name).items[:n]]
 
 
 def pubmedqa(limit: int) -> list[dict]:
-    path = Path(settings.MEDASSIST_SHARED_DATA) / "pubmedqa" / "pqal_train.json"
+    path = shared_path("pubmedqa")
     if not path.exists():
         raise CommandError(f"shared data not found at {path}")
     records = json.loads(path.read_text())

@@ -22,9 +22,10 @@ from django.core.management import BaseCommand, CommandError, call_command
 
 from config.celery import app as celery_app
 from medassist.common.benchmarks import format_table, machine_description, write_section
+from medassist.common.data_paths import shared_path
+from medassist.common.parsers import parse_upload
 from medassist.common.processes import free_port, start_web, start_worker
 from medassist.jobs.models import Job
-from medassist.jobs.parsers import parse_upload
 from medassist.kinds import get_kind
 from workers.runtime import get_runtime
 
@@ -35,7 +36,7 @@ SAMPLE = Path(__file__).resolve().parents[3] / "common" / "data" / "sample_abstr
 
 def load_abstracts(count: int) -> tuple[list[dict], str]:
     """Real MEDLINE abstracts from shared data (repeated to ``count``), else the bundled sample."""
-    medline = Path(settings.MEDASSIST_SHARED_DATA) / "medline-sample" / "medline16n0902.xml.gz"
+    medline = shared_path("medline")
     if medline.exists():
         items, source = parse_upload(medline.read_bytes(), medline.name).items, "MEDLINE sample (526 abstracts)"
     else:

@@ -1,4 +1,4 @@
-"""Tests for medassist.jobs.parsers (no Django needed)."""
+"""Tests for medassist.common.parsers (no Django needed)."""
 
 import gzip
 import json
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from medassist.jobs import parsers
-from medassist.jobs.parsers import ParsedUpload, UploadError, UploadTooLarge, parse_upload
+from medassist.common import parsers
+from medassist.common.parsers import ParsedUpload, UploadError, UploadTooLarge, parse_upload
 from tests.conftest import require_shared_data
 
 

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ToolsConfig(AppConfig):
+    name = "medassist.tools"
+    label = "tools"
+    verbose_name = "Measurement and operations"
