@@ -262,7 +262,7 @@ def build_examples(records: Iterable[Record], *, tasks: Sequence[str] = TASKS, i
     ``augment`` (training data only) rewrites abstract text with synonyms, from a random stream per
     (seed, record, task), so the result does not depend on record order or on which other tasks are built.
     """
-    from medassist.kinds import literature  # the served prompts: never copied here
+    from medassist.knowledge import prompts  # the served prompts: never copied here
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -273,7 +273,7 @@ def build_examples(records: Iterable[Record], *, tasks: Sequence[str] = TASKS, i
         if augment is not None:
             rng = random.Random(f"{seed}:{augment.seed}:{record.id}:{task}")
             title, text = augment.apply(title, rng), augment.apply(text, rng)
-        return literature._abstract_block({"title": title, "text": text})
+        return prompts.abstract_block({"title": title, "text": text})
 
     examples = []
     for record in records:
@@ -283,14 +283,14 @@ def build_examples(records: Iterable[Record], *, tasks: Sequence[str] = TASKS, i
                 if include_conclusion_in_qa and record.conclusion:
                     text = f"{text}\n{record.conclusion}" if text else record.conclusion
                 question = record.question.strip()  # literature.run strips the question too
-                turns = [(f"{block(record, text, task)}\n\nQuestion: {question}\n{literature.QA_INSTRUCTION}",
-                          f"{literature.ANSWER_SURFACE[record.label]}.")]
+                turns = [(f"{block(record, text, task)}\n\nQuestion: {question}\n{prompts.QA_INSTRUCTION}",
+                          f"{prompts.ANSWER_SURFACE[record.label]}.")]
                 if rationale := _rationale(record.conclusion):
-                    turns.append((literature.RATIONALE_INSTRUCTION, rationale))
+                    turns.append((prompts.RATIONALE_INSTRUCTION, rationale))
                 examples.append(Example(id=f"{record.id}:qa", task="qa", turns=tuple(turns), label=record.label,
                                         group=record.id))
             elif task == "summary" and record.conclusion and record.text.strip():
-                user = f"{block(record, record.text, task)}\n\n{literature.SUMMARY_INSTRUCTION}"
+                user = f"{block(record, record.text, task)}\n\n{prompts.SUMMARY_INSTRUCTION}"
                 examples.append(Example(id=f"{record.id}:summary", task="summary", turns=((user, record.conclusion),),
                                         group=record.id))
     return examples
@@ -305,8 +305,8 @@ def diagnosis_examples(hsdn_path: str | Path | None = None, *, limit: int = 300,
     """
     from django.conf import settings
 
-    from medassist.kinds.diagnosis import explain_prompt
     from medassist.knowledge.diagnosis import _read_hsdn
+    from medassist.knowledge.prompts import diagnosis_explain_prompt as explain_prompt
 
     path = Path(hsdn_path or Path(settings.MEDASSIST_KNOWLEDGE_DATA) / "hsdn-symptoms-disease" / "symptoms-DO.tsv")
     by_disease: dict[str, list] = defaultdict(list)
@@ -517,7 +517,7 @@ def _abstract_marker() -> str | None:
     from django.core.exceptions import AppRegistryNotReady, ImproperlyConfigured
 
     try:
-        from medassist.kinds.literature import _abstract_block
+        from medassist.knowledge.prompts import abstract_block as _abstract_block
     except (AppRegistryNotReady, ImproperlyConfigured):  # Django not set up: truncation cuts the message's start
         logger.warning("medassist.kinds.literature not importable: long examples are cut from the message start")
         return None

@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from medassist.kinds.literature import ANSWER_LABELS, ANSWER_SURFACE
+from medassist.knowledge.prompts import ANSWER_LABELS, ANSWER_SURFACE
 
 from .data import Example, Record
 

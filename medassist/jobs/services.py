@@ -126,11 +126,16 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
         clean.append(item)
     if errors:
         raise SubmissionInvalid(errors)
-    return ValidSubmission(kind=kind, items=clean, params=params, source=source or {"type": "inline"})
+    # Stored with the defaults filled in: the job records what it ran with, and workers read it as is.
+    return ValidSubmission(kind=kind, items=clean, params=kind.params_with_defaults(params),
+                           source=source or {"type": "inline"})
+
+
+PROCESS_CHUNK_TASK = "medassist.process_chunk"  # workers.tasks.process_chunk, sent by name: no import of workers
 
 
 def _enqueue_chunks(job: Job) -> None:
-    from workers.tasks import process_chunk  # workers import services: import here to avoid a cycle
+    from celery import current_app  # the app of config/celery.py, made current when config is imported
 
     kind = get_kind(job.kind)
     limits = {}
@@ -138,7 +143,7 @@ def _enqueue_chunks(job: Job) -> None:
         limits = {"soft_time_limit": kind.time_limit, "time_limit": kind.time_limit + 120}
     for start in range(0, job.total_items, job.chunk_size):
         end = min(start + job.chunk_size, job.total_items)
-        process_chunk.apply_async(args=[str(job.id), start, end], queue=job.queue, **limits)
+        current_app.send_task(PROCESS_CHUNK_TASK, args=[str(job.id), start, end], queue=job.queue, **limits)
 
 
 def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | None = None,
@@ -158,7 +163,7 @@ def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | Non
             job = Job.objects.create(
                 owner=owner, kind=kind.name, queue=kind.queue, params=submission.params, source=submission.source,
                 total_items=len(submission.items),
-                chunk_size=kind.chunk_size_for(kind.params_with_defaults(submission.params)) or settings.MEDASSIST_CHUNK_SIZE,
+                chunk_size=kind.chunk_size_for(submission.params) or settings.MEDASSIST_CHUNK_SIZE,
                 idempotency_key=idempotency_key or None,
             )
             JobItem.objects.bulk_create(
@@ -289,7 +294,7 @@ def _write_item_rows(rows: list[tuple]) -> None:
 
 @transaction.atomic
 def _store_outcomes(*, job_id, items: list[JobItem], outcomes: list, durations_ms: list[float],
-                    versions: dict) -> tuple[int, int]:
+                    versions: dict, main_role: str | None) -> tuple[int, int]:
     """Write results of items still pending and bump counters, in one transaction: counted once."""
     still_pending = set(JobItem.objects.select_for_update()
                         .filter(pk__in=[i.pk for i in items], status=JobItem.Status.PENDING)
@@ -313,7 +318,7 @@ def _store_outcomes(*, job_id, items: list[JobItem], outcomes: list, durations_m
                                              failed_items=F("failed_items") + failed)
         if versions:
             Job.objects.filter(pk=job_id, model_version__isnull=True).update(
-                model_version=next(iter(versions.values())),
+                model_version=versions[main_role] if main_role else None,
                 model_versions={role: v.label for role, v in versions.items()})
     return succeeded, failed
 
@@ -342,7 +347,7 @@ def job_process_chunk(*, job_id, start: int, end: int, runtime) -> ChunkReport:
         job_finalize_if_done(job_id=job_id)
         return ChunkReport(skipped="all items already processed")
     kind = get_kind(job.kind)
-    params = kind.params_with_defaults(job.params)
+    params = job.params  # stored with the kind's defaults at submit
     roles = kind.required_roles(params)
     runtime.ensure_kind_loaded(kind)
     runtime.refresh(roles)
@@ -351,7 +356,8 @@ def job_process_chunk(*, job_id, start: int, end: int, runtime) -> ChunkReport:
     per_item_ms = (time.perf_counter() - started) * 1000 / len(items)
     versions = {role: runtime.versions[role] for role in roles}
     succeeded, failed = _store_outcomes(job_id=job_id, items=items, outcomes=outcomes,
-                                        durations_ms=[per_item_ms] * len(items), versions=versions)
+                                        durations_ms=[per_item_ms] * len(items), versions=versions,
+                                        main_role=kind.main_role(versions))
     job_finalize_if_done(job_id=job_id)
     return ChunkReport(processed=succeeded + failed, succeeded=succeeded, failed=failed)
 
@@ -362,6 +368,6 @@ def job_fail_chunk(*, job_id, start: int, end: int, reason: str) -> int:
                                         status=JobItem.Status.PENDING).order_by("index"))
     outcomes = [ItemFailure(reason)] * len(items)
     _, failed = _store_outcomes(job_id=job_id, items=items, outcomes=outcomes, durations_ms=[0.0] * len(items),
-                                versions={})
+                                versions={}, main_role=None)
     job_finalize_if_done(job_id=job_id)
     return failed

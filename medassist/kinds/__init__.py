@@ -40,6 +40,9 @@ class Kind:
     text_field: str | None = "text"  # the field the per-item character limit applies to
     model_roles: tuple[str, ...] = ()  # roles the kind may use (docs, warm-up)
     roles_for: Callable[[dict], tuple[str, ...]] | None = None  # roles a job's params need; default all
+    # The job's main model version (Job.model_version) is the first of these roles the job used: the
+    # model whose output the result rests on most. Default: ``model_roles`` in their order.
+    main_roles: tuple[str, ...] = ()
     # Items per chunk for a job's params (None: settings.MEDASSIST_CHUNK_SIZE). Language-model work is
     # slow per item: smaller chunks keep each task well inside its time limit and spread the work.
     chunk_size_for: Callable[[dict], int | None] = lambda params: None
@@ -68,6 +71,11 @@ class Kind:
 
     def required_roles(self, params: dict) -> tuple[str, ...]:
         return self.roles_for(params) if self.roles_for else self.model_roles
+
+    def main_role(self, used_roles) -> str | None:
+        """Of the roles a job used, the one its ``model_version`` names (None: it used no model)."""
+        used = set(used_roles)
+        return next((role for role in (self.main_roles or self.model_roles) if role in used), None)
 
     def params_with_defaults(self, params: dict) -> dict:
         """Params as the handler sees them: the user's values over the schema's defaults."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from medassist.common.data_paths import knowledge_path
+from medassist.knowledge.prompts import diagnosis_explain_prompt
 from medassist.registry.models import ModelVersion
 
 from . import Kind, register
@@ -366,18 +367,11 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         generator = runtime.engine(ModelVersion.Role.GENERATOR)
         gen = GenerationSettings(max_new_tokens=60, stop=["\n\n"])
         chosen = [r for r in results if r["diagnoses"]]
-        prompts = [generator.chat_prompt(explain_prompt(r["findings"], r["diagnoses"][0]["name"])) for r in chosen]
+        prompts = [generator.chat_prompt(diagnosis_explain_prompt(r["findings"], r["diagnoses"][0]["name"])) for r in chosen]
         for r, text in zip(chosen, generator.generate(prompts, gen) if prompts else [], strict=True):
             r["generated_rationale"] = {"text": text, "model_version": runtime.version_label("generator"),
                                         "settings": gen.as_dict(), "note": "generated; the ranking does not use it"}
     return results
-
-
-def explain_prompt(findings: list[dict], top_name: str) -> str:
-    """The rationale request (also what fine-tuning's diagnosis examples are written in: training.data)."""
-    listed = ", ".join(f["name"] + (" (absent)" if f.get("negated") else "") for f in findings)
-    return (f"Findings: {listed}. The knowledge base ranks {top_name} first. In two sentences, explain which "
-            "findings support it and what should be checked next.")
 
 
 def required_roles(params: dict) -> tuple[str, ...]:
@@ -401,6 +395,7 @@ KIND = register(Kind(
     text_field="symptoms",
     model_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.EMBEDDER),
     roles_for=required_roles,
+    main_roles=(ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR),  # the ranking's model, then the rationale's
     load=_load,
     normalize_item=lambda raw: {"symptoms": raw} if isinstance(raw, str) else raw,
 ))

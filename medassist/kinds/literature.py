@@ -32,6 +32,15 @@ from django.conf import settings
 
 from medassist.knowledge import concepts as concept_finder
 from medassist.knowledge import selectors
+from medassist.knowledge.prompts import (
+    ANSWER_LABELS,
+    ANSWER_SURFACE,
+    RATIONALE_INSTRUCTION,
+    SUMMARY_INSTRUCTION,
+    abstract_block,
+    question_prompt,
+    summary_prompt,
+)
 from medassist.knowledge.services import corpus_add_documents, corpus_document_error
 from medassist.knowledge.summarize import conclusion_sentences, extractive_summary
 from medassist.registry.models import ModelVersion
@@ -75,12 +84,6 @@ PARAMS_SCHEMA = {
     },
 }
 
-ANSWER_LABELS = ("yes", "no", "maybe")
-SUMMARY_INSTRUCTION = "Summarize the abstract above in one or two sentences."
-QA_INSTRUCTION = "Answer the question about the abstract above with yes, no or maybe."
-RATIONALE_INSTRUCTION = "Explain your answer in one sentence, citing the abstract."
-# Scored as the assistant's first word; chat models start an answer capitalised.
-ANSWER_SURFACE = {"yes": "Yes", "no": "No", "maybe": "Maybe"}
 
 RESULT_SCHEMA = {
     "type": "object",
@@ -146,11 +149,6 @@ def roles_for(params: dict) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def _abstract_block(item: dict) -> str:
-    title = f"Title: {item['title']}\n" if item.get("title") else ""
-    return f"{title}Abstract: {item['text']}"
-
-
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     wanted = set(params["concept_types"])
     version = runtime.version_label("concepts")
@@ -165,7 +163,7 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
 
     if params["embed"]:
         role = ModelVersion.Role.EMBEDDER
-        vectors = runtime.engine(role).encode([_abstract_block(item) for item in batch])
+        vectors = runtime.engine(role).encode([abstract_block(item) for item in batch])
         for result, vector in zip(results, vectors, strict=True):
             result["embedding"] = {"vector": [round(float(x), 5) for x in vector], "dim": len(vector),
                                    "model_version": runtime.version_label(role)}
@@ -177,7 +175,7 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         label = runtime.version_label(ModelVersion.Role.GENERATOR)
         gen_settings = GenerationSettings(max_new_tokens=params["max_new_tokens"], stop=["\n\n"])
         if params["generate_summary"]:
-            prompts = [generator.chat_prompt(f"{_abstract_block(item)}\n\n{SUMMARY_INSTRUCTION}") for item in batch]
+            prompts = [generator.chat_prompt(summary_prompt(item)) for item in batch]
             for result, text in zip(results, generator.generate(prompts, gen_settings), strict=True):
                 result["generated_summary"] = {"text": text, "model_version": label,
                                                "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
@@ -216,7 +214,7 @@ def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtim
 
     question = params["question"].strip()
     generator_label = runtime.version_label(ModelVersion.Role.GENERATOR)
-    questions = [f"{_abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}" for item in batch]
+    questions = [question_prompt(item, question) for item in batch]
     scored = generator.score_options([generator.chat_prompt(q) for q in questions],
                                      [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
     generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
@@ -290,6 +288,10 @@ KIND = register(Kind(
     model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR,
                  ModelVersion.Role.ANSWER_EVIDENCE),
     roles_for=roles_for,
+    # Answers and generated summaries rest on the generator's reading; otherwise the concepts are the
+    # result (the embedding is a by-product).
+    main_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE, ModelVersion.Role.CONCEPTS,
+                ModelVersion.Role.EMBEDDER),
     chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE
                                    if params.get("generate_summary") or params.get("question") else None),
     load=concept_finder.load,

@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from medassist.audit.models import AuditEvent
 from medassist.jobs.models import Job, JobItem
+from medassist.kinds import get_kind
 
 ABSTRACT = ("Patients with type 2 diabetes mellitus were randomized to metformin or placebo. "
             "Metformin reduced HbA1c by 1.1% at 24 weeks. We conclude that metformin is effective.")
@@ -126,7 +127,9 @@ def test_csv_and_gzipped_jsonl_uploads_are_accepted(api):
     response = upload(api, "batch.csv", csv_body, params={"summary_sentences": 1})
     assert response.status_code == 202, response.content
     job = Job.objects.get(pk=response.json()["id"])
-    assert job.source["format"] == "csv" and job.params == {"summary_sentences": 1}
+    assert job.source["format"] == "csv" and job.params["summary_sentences"] == 1
+    # Stored with the kind's defaults filled in: the job records exactly what it ran with.
+    assert job.params == get_kind("literature").params_with_defaults({"summary_sentences": 1})
     assert job.items.get().input["pmid"] == "11"
     jsonl = gzip.compress((json.dumps({"text": ABSTRACT, "id": "a"}) + "\n" + json.dumps(ABSTRACT) + "\n").encode())
     response = upload(api, "batch.jsonl.gz", jsonl)

@@ -108,3 +108,15 @@ def test_cancelled_job_chunks_do_nothing(alice):
     report = job_process_chunk(job_id=job.pk, start=0, end=3, runtime=get_runtime())
     assert report.skipped == "job is cancelled"
     assert not JobItem.objects.filter(job=job, result__isnull=False).exists()
+
+
+def test_a_jobs_main_model_version_is_named_by_its_kind_not_by_role_order():
+    from medassist.kinds import get_kind
+
+    literature = get_kind("literature")
+    # A question job uses the dictionaries, the answer-evidence model and the generator: the answer rests
+    # on the generator's reading, whatever order the roles were loaded in.
+    assert literature.main_role(["concepts", "answer_evidence", "generator"]) == "generator"
+    assert literature.main_role(["concepts"]) == "concepts"
+    assert get_kind("diagnosis").main_role(["generator", "embedder"]) == "embedder"
+    assert get_kind("noop").main_role([]) is None

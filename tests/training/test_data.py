@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from medassist.kinds import literature
+from medassist.knowledge import prompts
 from tests.conftest import require_shared_data
 from training.data import (
     IGNORE_INDEX,
@@ -131,8 +132,8 @@ class _RecordingGenerator:
         self.calls.append((user_message, tuple(history)))
         return user_message
 
-    def score_options(self, prompts, options):
-        return [{o: 0.9 if o == literature.ANSWER_SURFACE[self.answer] else 0.05 for o in options} for _ in prompts]
+    def score_options(self, asked, options):
+        return [{o: 0.9 if o == prompts.ANSWER_SURFACE[self.answer] else 0.05 for o in options} for _ in asked]
 
     def generate(self, prompts, settings_):
         return ["generated"] * len(prompts)
@@ -142,7 +143,7 @@ class _NeutralEvidence:
     """Stands in for the answer-evidence model: no opinion, so the generator's answer is the answer."""
 
     def predict(self, conclusion):
-        return {"label": "yes", "probabilities": {label: 1 / 3 for label in literature.ANSWER_LABELS}, "terms": []}
+        return {"label": "yes", "probabilities": {label: 1 / 3 for label in prompts.ANSWER_LABELS}, "terms": []}
 
 
 class _Runtime:
@@ -175,8 +176,8 @@ def test_examples_are_the_served_prompts(pubmedqa, title):
         record = Record(**{**record.__dict__, "title": title})
         qa, summary = build_examples([record])
         (asked, none), (why, history), (summarize, _) = _served_conversations(record)
-        assert qa.turns[0] == (asked, f"{literature.ANSWER_SURFACE[record.label]}.") and none == ()
-        assert qa.turns[1][0] == why == literature.RATIONALE_INSTRUCTION and history == (qa.turns[0],)
+        assert qa.turns[0] == (asked, f"{prompts.ANSWER_SURFACE[record.label]}.") and none == ()
+        assert qa.turns[1][0] == why == prompts.RATIONALE_INSTRUCTION and history == (qa.turns[0],)
         assert record.conclusion.startswith(qa.turns[1][1].removesuffix(" …"))
         assert summary.turns == ((summarize, record.conclusion),)
         assert (qa.id, qa.task, qa.label, qa.group) == (f"{record.id}:qa", "qa", record.label, record.id)
@@ -284,7 +285,7 @@ def test_tokenize_with_the_real_chat_template(pubmedqa, smollm2_dir):
         assert [tokenizer.decode(run, skip_special_tokens=True) for run in runs] == [a for _, a in example.turns]
         assert all(run[-1] == end_of_turn for run in runs)  # the model learns to stop
         assert (result.task, result.label) == (example.task, example.label)
-    assert tokenizer.decode(_labelled_runs(tokenized[0])[0]) == f"{literature.ANSWER_SURFACE[examples[0].label]}.<|im_end|>"
+    assert tokenizer.decode(_labelled_runs(tokenized[0])[0]) == f"{prompts.ANSWER_SURFACE[examples[0].label]}.<|im_end|>"
 
     # Too long: the abstract loses its start; question, instruction and every reply stay whole.
     short = tokenize_examples(examples, smollm2_dir, max_length=250)
@@ -293,7 +294,7 @@ def test_tokenize_with_the_real_chat_template(pubmedqa, smollm2_dir):
         assert _labelled_runs(cut) == _labelled_runs(full)
         text = tokenizer.decode(cut.input_ids)
         assert example.turns[0][0].split("\n\n")[-1] in text and "Abstract: " in text
-        abstract = example.turns[0][0].removeprefix(literature._abstract_block({"text": ""}))
+        abstract = example.turns[0][0].removeprefix(prompts.abstract_block({"text": ""}))
         assert abstract[:80] not in text  # its start is what went
 
 
@@ -337,7 +338,7 @@ def test_ray_actors_give_the_same_result(pubmedqa, tiny_tokenizer_dir):
 
 
 def test_diagnosis_rationale_examples_use_the_kinds_prompt_and_cite_the_findings():
-    from medassist.kinds.diagnosis import explain_prompt
+    from medassist.knowledge.prompts import diagnosis_explain_prompt as explain_prompt
     from training.data import diagnosis_examples
 
     hsdn = require_shared_data("hsdn-symptoms-disease", "symptoms-DO.tsv")

@@ -139,7 +139,7 @@ class Command(BaseCommand):
             self.stdout.write(f"written to {write_section(section, body)}")
 
     def _score(self, generator: str, records) -> tuple:
-        from medassist.kinds.literature import ANSWER_SURFACE
+        from medassist.knowledge.prompts import ANSWER_SURFACE
         from medassist.registry.models import ModelVersion
         from training.data import build_examples
         from workers.runtime.store import load_engine

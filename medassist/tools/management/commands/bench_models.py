@@ -60,7 +60,7 @@ def pubmedqa(limit: int) -> list[dict]:
 
 
 def qa_prompt(generator, record: dict) -> str:
-    from medassist.kinds.literature import QA_INSTRUCTION
+    from medassist.knowledge.prompts import QA_INSTRUCTION
 
     return generator.chat_prompt(f"Abstract: {record['context']}\n\nQuestion: {record['question']}\n{QA_INSTRUCTION}")
 

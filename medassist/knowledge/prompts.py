@@ -1,0 +1,35 @@
+"""The words the language model is asked: one module shared by the job kinds and fine-tuning.
+
+Fine-tuning writes its examples in exactly the prompts the kinds serve (``training.data``), so a
+change here changes both, and a tuned adapter keeps matching what it is asked.
+"""
+from __future__ import annotations
+
+ANSWER_LABELS = ("yes", "no", "maybe")
+# Scored as the assistant's first word; chat models start an answer capitalised.
+ANSWER_SURFACE = {"yes": "Yes", "no": "No", "maybe": "Maybe"}
+SUMMARY_INSTRUCTION = "Summarize the abstract above in one or two sentences."
+QA_INSTRUCTION = "Answer the question about the abstract above with yes, no or maybe."
+RATIONALE_INSTRUCTION = "Explain your answer in one sentence, citing the abstract."
+
+
+def abstract_block(item: dict) -> str:
+    """An abstract as the model reads it: ``Title: ...`` (when there is one), then ``Abstract: ...``."""
+    title = f"Title: {item['title']}\n" if item.get("title") else ""
+    return f"{title}Abstract: {item['text']}"
+
+
+def summary_prompt(item: dict) -> str:
+    return f"{abstract_block(item)}\n\n{SUMMARY_INSTRUCTION}"
+
+
+def question_prompt(item: dict, question: str) -> str:
+    """The yes/no/maybe request about one abstract (``question`` already stripped)."""
+    return f"{abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}"
+
+
+def diagnosis_explain_prompt(findings: list[dict], top_name: str) -> str:
+    """The rationale request for a differential (``findings``: dicts with ``name`` and ``negated``)."""
+    listed = ", ".join(f["name"] + (" (absent)" if f.get("negated") else "") for f in findings)
+    return (f"Findings: {listed}. The knowledge base ranks {top_name} first. In two sentences, explain which "
+            "findings support it and what should be checked next.")
