@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image for every medassist process: the web API (gunicorn), the three Celery workers
-# (interactive, batch, training), the one-shot migrate job and the Ray head node.
-# compose.yaml picks the process per service through `command:`; the default here is the web server.
+# (interactive, batch, training), the one-shot setup job (migrate, models_prepare, knowledge_import),
+# the Ray head node and Flower. compose.yaml picks the process per service through `command:`; the
+# default here is the web server, whose config/gunicorn.py clears stale Prometheus multi-process files
+# at start.
 FROM python:3.11-slim
 
 # The CPU build of torch must come from an index that serves CPU wheels; PyPI's default torch
@@ -51,4 +53,4 @@ RUN DJANGO_STATIC_ROOT=/app/var/static python manage.py collectstatic --noinput 
 
 EXPOSE 8000
 
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "120"]
+CMD ["gunicorn", "config.wsgi:application", "--config", "config/gunicorn.py", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "120"]

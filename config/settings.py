@@ -27,6 +27,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Before any metric exists (django-prometheus creates its own when the middleware loads): every process
+# writes its samples under a host-qualified name, so containers sharing the folder never collide.
+import medassist.common.metrics  # noqa: E402,F401
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -44,6 +47,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
     "medassist.common",
     "medassist.audit",
     "medassist.registry",
@@ -52,7 +56,10 @@ INSTALLED_APPS = [
     "medassist.tools",
 ]
 
+# django-prometheus: HTTP request/response/latency metrics (django_http_*), first and last so that they
+# time the whole stack; /metrics aggregates them with the rest in multi-process mode.
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files without a separate web server
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -61,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -155,17 +163,16 @@ MEDASSIST_WORKER_CONCURRENCY = env.int("MEDASSIST_WORKER_CONCURRENCY", default=o
 MEDASSIST_TORCH_THREADS = env.int("MEDASSIST_TORCH_THREADS",
                                   default=max(1, (os.cpu_count() or 1) // MEDASSIST_WORKER_CONCURRENCY))
 # Linear layers kept in fp32 by torch dynamic int8: down_proj carries activation outliers, and the
-# (tied) lm_head decides every token (measured: quantizing either costs several % NLL).
+# (tied) lm_head decides every token (docs/benchmarks.md, "Models": what quantizing either costs).
 MEDASSIST_INT8_EXCLUDE = tuple(env.list("MEDASSIST_INT8_EXCLUDE", default=["down_proj", "lm_head"]))
 # ONNX int8 generator: weight-only int8 (MatMulNBits) with one scale per this many weights; every
-# projection including down_proj and the head is quantized (measured: +0.5% NLL; docs/benchmarks.md).
+# projection including down_proj and the head is quantized (its NLL cost: docs/benchmarks.md, "Models").
 # Node-name keys listed in MEDASSIST_ONNX_INT8_EXCLUDE stay fp32 ("lm_head" keeps the tied fp32 head).
 MEDASSIST_ONNX_INT8_BLOCK_SIZE = env.int("MEDASSIST_ONNX_INT8_BLOCK_SIZE", default=64)
 MEDASSIST_ONNX_INT8_EXCLUDE = tuple(env.list("MEDASSIST_ONNX_INT8_EXCLUDE", default=[]))
 # Yes/no/maybe answers pool the generator's label likelihood (this weight) with the answer-evidence
-# model's reading of the conclusion (weight 1); see medassist.kinds.literature. 0.25 measured best
-# for the shipped base model on 200 held-out PubMedQA questions (63.5%, evidence alone 61.5%,
-# weight 1: 49.5%) and helps a fine-tuned one too (`manage.py bench_answers`, docs/benchmarks.md).
+# model's reading of the conclusion (weight 1); see medassist.kinds.literature. The default is the
+# weight `manage.py bench_answers` chose on held-out PubMedQA questions (docs/benchmarks.md, "Answers").
 MEDASSIST_QA_GENERATOR_WEIGHT = env.float("MEDASSIST_QA_GENERATOR_WEIGHT", default=0.25)
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -218,12 +225,28 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 MEDASSIST_QUEUES = ("interactive", "batch", "training")
 
 # --- Cache (DRF throttling) -----------------------------------------------------------------------
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://medassist")}
+# Per process by default (locmem): with several gunicorn workers, set CACHE_URL=redis://host:6379/1 so
+# throttles count per user across all of them (compose does).
+def cache_config(url: str) -> dict:
+    """One CACHES entry from a URL. redis:// and rediss:// use Django's own RedisCache (the redis package,
+    no django-redis); other schemes as django-environ maps them (locmemcache://, dummycache://, ...)."""
+    scheme = url.split("://", 1)[0]
+    if scheme not in ("redis", "rediss"):
+        return environ.Env.cache_url_config(url)
+    config = environ.Env.cache_url_config(url, backend="django.core.cache.backends.redis.RedisCache")
+    # django-environ lower-cases every query key for this backend; Django reads TIMEOUT, KEY_PREFIX, ...
+    for key in ("timeout", "key_prefix", "version", "key_function"):
+        if key in config:
+            config[key.upper()] = config.pop(key)
+    return config
+
+
+CACHES = {"default": cache_config(env.str("CACHE_URL", default="locmemcache://medassist"))}
 
 # --- API ------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "medassist.common.auth.AuditedTokenAuthentication",
+        "medassist.audit.authentication.AuditedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

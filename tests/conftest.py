@@ -158,7 +158,7 @@ def tiny_model_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def answer_evidence_dir(tmp_path_factory):
     """The real answer-evidence model, trained on PubMedQA from shared data as models_prepare trains it."""
-    from workers.runtime.prepare import build_answer_evidence
+    from training.prepare import build_answer_evidence
 
     source = require_shared_data("pubmedqa", "pqal_train.json")  # fails under CI=true, skips on a laptop
     out = tmp_path_factory.mktemp("answer-evidence")
@@ -170,7 +170,7 @@ def answer_evidence_dir(tmp_path_factory):
 def tiny_models(db, tiny_model_dirs, answer_evidence_dir):
     """Active tiny generator (torch-fp32) and embedder versions, and the real answer-evidence model."""
     from medassist.registry.services import model_version_promote
-    from workers.runtime.prepare import register_variant
+    from training.prepare import register_variant
 
     generator, _ = register_variant(role="generator", name="tiny-llama", format="torch-fp32",
                                     artifact=tiny_model_dirs["llama"], config={})

@@ -2,7 +2,8 @@
 
 There is no Docker engine in the test environment, so these tests validate the files statically
 with PyYAML: every service exists, app services share one image, start-up ordering uses health
-conditions, worker commands match their queues, and nothing points outside the compose network.
+conditions, the one-shot setup does what the quickstart does, worker commands match their queues,
+and nothing points outside the compose network.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ ABSTRACTS = ROOT / "medassist" / "common" / "data" / "sample_abstracts.jsonl"
 
 INFRA_SERVICES = ("postgres", "redis")
 WORKERS = {"worker-interactive": "interactive", "worker-batch": "batch", "worker-training": "training"}
-APP_SERVICES = ("migrate", "web", *WORKERS, "ray-head")
-ALL_SERVICES = (*INFRA_SERVICES, *APP_SERVICES)
-HEALTHCHECKED = ("postgres", "redis", "web", *WORKERS, "ray-head")
+APP_SERVICES = ("setup", "web", *WORKERS, "ray-head")
+ALL_SERVICES = (*INFRA_SERVICES, *APP_SERVICES, "flower")
+HEALTHCHECKED = ("postgres", "redis", "web", *WORKERS, "ray-head", "flower")
 LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
@@ -75,6 +76,15 @@ def environment(service: dict) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {key: interpolate("" if value is None else value) for key, value in env.items()}
+
+
+def mounts(service: dict) -> dict[str, tuple[str, str]]:
+    """target -> (source, options) of a service's short-syntax volumes, interpolated."""
+    result = {}
+    for mount in service.get("volumes") or []:
+        source, target, *options = interpolate(mount).split(":")
+        result[target] = (source, ",".join(options))
+    return result
 
 
 def healthcheck_text(service: dict) -> str:
@@ -154,19 +164,15 @@ def test_app_services_share_environment_and_volumes():
     assert shared_env["PROMETHEUS_MULTIPROC_DIR"] == "/var/lib/medassist/prometheus"
     assert shared_env["MEDASSIST_MODEL_DIR"] == "/var/lib/medassist/models"
     declared_volumes = set(compose().get("volumes") or {})
-    shared_mounts = {}
-    for mount in anchor["volumes"]:
-        source, target = mount.split(":")[:2]
-        assert source in declared_volumes, f"{source} is not a declared named volume"
-        shared_mounts[target] = source
-    assert {"/var/lib/medassist/prometheus", "/var/lib/medassist/models"} <= set(shared_mounts)
+    shared_mounts = mounts(anchor)
+    for target in ("/var/lib/medassist/prometheus", "/var/lib/medassist/models"):
+        assert shared_mounts[target][0] in declared_volumes, f"{target} is not on a declared named volume"
     for name in APP_SERVICES:
         env = environment(services()[name])
         missing = set(shared_env) - set(env)
         assert not missing, f"{name} lacks shared variables {sorted(missing)}"
-        mounts = {m.split(":")[1]: m.split(":")[0] for m in services()[name].get("volumes", [])}
         for target, source in shared_mounts.items():
-            assert mounts.get(target) == source, f"{name} does not mount {source} at {target}"
+            assert mounts(services()[name]).get(target) == source, f"{name} does not mount {source} at {target}"
 
 
 def test_only_training_worker_talks_to_ray():
@@ -219,7 +225,7 @@ def test_depends_on_entries_use_conditions_on_existing_services():
             assert target in services(), f"{name} depends on unknown service {target}"
             assert target != name, f"{name} depends on itself"
             assert isinstance(spec, dict) and "condition" in spec, f"{name} -> {target} has no condition"
-            expected = "service_completed_successfully" if target == "migrate" else "service_healthy"
+            expected = "service_completed_successfully" if target == "setup" else "service_healthy"
             assert spec["condition"] == expected, f"{name} -> {target} should wait for {expected}"
             if expected == "service_healthy":
                 assert services()[target].get("healthcheck"), f"{target} has no healthcheck to wait for"
@@ -243,23 +249,77 @@ def test_dependency_graph_has_no_cycles():
 
 
 @pytest.mark.parametrize("name", ("web", *WORKERS))
-def test_web_and_workers_wait_for_database_broker_and_migrations(name):
+def test_web_and_workers_wait_for_database_broker_and_setup(name):
     deps = depends_on(services()[name])
     assert deps["postgres"]["condition"] == "service_healthy"
     assert deps["redis"]["condition"] == "service_healthy"
-    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert deps["setup"]["condition"] == "service_completed_successfully"
 
 
 def test_training_worker_waits_for_ray_head():
     assert depends_on(services()["worker-training"])["ray-head"]["condition"] == "service_healthy"
 
 
-def test_migrate_is_one_shot():
-    migrate = services()["migrate"]
-    assert migrate.get("restart") == "no"  # must be the string "no": unquoted YAML reads it as False
-    assert argv(migrate["command"]) == ["python", "manage.py", "migrate", "--noinput"]
-    assert depends_on(migrate)["postgres"]["condition"] == "service_healthy"
-    assert "ports" not in migrate
+def test_setup_is_one_shot_and_runs_what_the_quickstart_runs():
+    setup = services()["setup"]
+    assert setup.get("restart") == "no"  # must be the string "no": unquoted YAML reads it as False
+    args = argv(setup["command"])
+    assert args[:2] == ["sh", "-c"] and len(args) == 3
+    # `&&`: each step runs only if the one before succeeded, and a failure is setup's exit status.
+    steps = [shlex.split(step) for step in args[2].split("&&")]
+    assert steps == [["python", "manage.py", "migrate", "--noinput"],
+                     ["python", "manage.py", "models_prepare"],
+                     ["python", "manage.py", "knowledge_import", "all"]]
+    assert depends_on(setup)["postgres"]["condition"] == "service_healthy"
+    assert "ports" not in setup
+
+
+def test_shared_data_is_mounted_read_only_from_a_configurable_host_path():
+    raw = [m for m in compose()["x-app"]["volumes"] if ":/data" in m]
+    assert raw == ["${MEDASSIST_SHARED_DATA_HOST:-../shared/data}:/data:ro"]
+    for name in APP_SERVICES:
+        source, options = mounts(services()[name])["/data"]
+        assert source == "../shared/data" and options == "ro", f"{name}: /data must be read-only"
+        assert environment(services()[name])["MEDASSIST_SHARED_DATA"] == "/data"
+
+
+def test_prepared_models_volume_is_shared_by_setup_and_workers():
+    source = mounts(services()["setup"])["/var/lib/medassist/models"][0]
+    assert source in (compose().get("volumes") or {})
+    for name in ("web", *WORKERS, "ray-head"):
+        assert mounts(services()[name])["/var/lib/medassist/models"][0] == source
+        assert environment(services()[name])["MEDASSIST_MODEL_DIR"] == "/var/lib/medassist/models"
+
+
+@pytest.mark.parametrize("name", ("web", *WORKERS))
+def test_web_and_workers_share_a_redis_cache(name):
+    url = urlsplit(environment(services()[name])["CACHE_URL"])
+    assert url.scheme == "redis" and url.hostname == "redis"
+    # Not the broker's database: a cache clear must never drop queued jobs.
+    assert url.path != urlsplit(environment(services()[name])["CELERY_BROKER_URL"]).path
+
+
+def test_flower_monitors_the_broker_behind_basic_auth():
+    flower = services()["flower"]
+    assert flower["image"] == compose()["x-app"]["image"]
+    args = argv(flower["command"])
+    assert args[:4] == ["celery", "-A", "config", "flower"]
+    assert "--port=5555" in args
+    env = environment(flower)
+    assert env["CELERY_BROKER_URL"] == environment(compose()["x-app"])["CELERY_BROKER_URL"]
+    user, _, password = env["FLOWER_BASIC_AUTH"].partition(":")
+    assert user and password, "FLOWER_BASIC_AUTH must be user:password"
+    assert "${FLOWER_BASIC_AUTH" in flower["environment"]["FLOWER_BASIC_AUTH"], "credentials come from the env"
+    assert [interpolate(p) for p in flower["ports"]] == ["127.0.0.1:5555:5555"]
+    assert "/healthcheck" in healthcheck_text(flower)  # answers without credentials
+    assert depends_on(flower)["redis"]["condition"] == "service_healthy"
+    # Its own metrics must not land in the folder the web's /metrics aggregates.
+    assert "/var/lib/medassist/prometheus" not in mounts(flower)
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_send_task_events_for_flower(name):
+    assert "-E" in argv(services()[name]["command"])
 
 
 # --- compose: commands ----------------------------------------------------------------------------
@@ -269,6 +329,9 @@ def test_web_runs_gunicorn_on_port_8000():
     args = argv(web["command"])
     assert args[:2] == ["gunicorn", "config.wsgi:application"]
     assert args[args.index("--bind") + 1] == "0.0.0.0:8000"
+    # The settings file whose hooks clear stale metrics files at start.
+    assert args[args.index("--config") + 1] == "config/gunicorn.py"
+    assert (ROOT / "config" / "gunicorn.py").is_file()
     assert any(str(port).split(":")[-1] == "8000" for port in web.get("ports", []))
 
 
@@ -367,11 +430,39 @@ def test_dockerfile_basics():
     cmd = next(args for keyword, args in instructions if keyword == "CMD")
     parsed = json.loads(cmd) if cmd.startswith("[") else shlex.split(cmd)
     assert parsed[:2] == ["gunicorn", "config.wsgi:application"]
+    assert parsed[parsed.index("--config") + 1] == "config/gunicorn.py"
 
 
 def test_dockerignore_keeps_local_state_out():
     entries = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}
     assert {".git", ".venv", ".env"} <= entries
+
+
+# --- requirements.txt (what the image installs) ---------------------------------------------------
+
+def pinned_requirements() -> dict[str, str]:
+    """Distribution name (normalised, extras dropped) -> the whole requirement line."""
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            name = re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0]
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = requirement
+    return pins
+
+
+def test_every_requirement_is_pinned_to_one_version():
+    for name, requirement in pinned_requirements().items():
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[A-Za-z0-9_,\-]+\])?==[0-9][A-Za-z0-9.]*", requirement), \
+            f"{name}: pin an exact version ({requirement!r})"
+
+
+def test_requirements_pin_what_the_code_imports_and_nothing_unused():
+    pins = pinned_requirements()
+    # Imported by medassist.kinds (job schemas), the HTTP metrics, Flower, the progress bars.
+    for name in ("jsonschema", "django-prometheus", "flower", "tqdm"):
+        assert name in pins, f"{name} must be pinned"
+    assert "networkx" not in pins, "networkx is never imported (torch still installs it for itself)"
 
 
 # --- sample corpus --------------------------------------------------------------------------------

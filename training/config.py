@@ -47,9 +47,8 @@ class FinetuneConfig:
     max_length: int = 384
     # Loss weight of a QA example's answer ("Yes."/"No."/"Maybe.", the first reply) relative to its
     # rationale tokens. The rationale is ~30 tokens mostly copied from the abstract; at weight 1 the
-    # answer is ~1/30 of the loss and the model learns to copy rather than to answer. Measured on held-out
-    # fold 1 (docs/benchmarks.md, "recipes"): weight 1 x 1 epoch 48% accuracy, NLL +3.5%; weight 10 x 2
-    # epochs 54%, NLL +1.7%, in 19 minutes here.
+    # answer is a small share of the loss and the model learns to copy rather than to answer; the recipes
+    # compared are in docs/benchmarks.md, "recipes".
     answer_loss_weight: float = 10.0
     # Cap on training examples (0 = all): for smoke runs and tests.
     max_train_examples: int = 0
@@ -64,12 +63,12 @@ class FinetuneConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     # Module names that get adapters: the Llama/Qwen2 attention and MLP projections by default. Within the
-    # top layers the MLP adapters cost little (backward passes through those MLPs anyway). Measured on
-    # held-out fold 1 (docs/benchmarks.md, "recipes"): attention only 54%, attention + MLP 59%.
+    # top layers the MLP adapters cost little (backward passes through those MLPs anyway); attention only
+    # against attention + MLP: docs/benchmarks.md, "recipes".
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
     # Adapters only in the top N transformer layers (0 = all): backward then stops there, which on
-    # a CPU nearly halves the step time for classification-style tasks (measured in benchmarks).
+    # a CPU shortens the step for classification-style tasks (docs/benchmarks.md, "Training").
     lora_top_layers: int = 10
 
     # --- optimisation -------------------------------------------------------------------------------
@@ -82,7 +81,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping (also the per-sample clip norm under DP)
     seed: int = 0
     # "auto": bf16 autocast only when the CPU has native bf16 (AVX-512-BF16/AMX); else fp32, which is
-    # ~28x faster than emulated bf16 on AVX2 machines (FINDINGS). "fp32" / "bf16" force it.
+    # far faster than emulated bf16 on AVX2 machines (shared/FINDINGS.md). "fp32" / "bf16" force it.
     precision: str = "auto"
 
     # --- parallelism (Ray Train) ------------------------------------------------------------------------

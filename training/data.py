@@ -404,9 +404,8 @@ def _synonyms_for(mention: str) -> list[str]:
     """Other names of the mention's dictionary concept, of the same grammatical number."""
     from medassist.knowledge import concepts
 
-    key = " ".join(token for _, _, token in concepts._tokenize(mention))
-    index = concepts._index
-    entry = index.terms.get(key) if index is not None else None
+    key = concepts.mention_key(mention)
+    entry = concepts.dictionary_entry(mention)
     if entry is None:  # e.g. an abbreviation the text itself defined: not in the dictionary
         return []
     plural = _is_plural(key)
@@ -419,23 +418,18 @@ def _synonym_table() -> dict[int, tuple[tuple[str, str], ...]]:
 
     Built once per process (~4 s on 2 cores): every variant the two packages ship whose normalised key the
     concept index resolves to that concept, so the extractor would find the same concept in the augmented
-    text. concepts.py has no public synonym interface; its own private readers are used so keys agree exactly.
+    text. The keys come from concepts.py's own normaliser, so they agree with extraction exactly.
     """
     from medassist.knowledge import concepts
 
-    concepts.load()
-    terms = concepts._index.terms
+    terms = concepts.dictionary_terms()
     names: dict[int, dict[str, str]] = defaultdict(dict)
-    for package, filename, prefix in ((concepts._DISEASE_PKG, concepts._DISEASE_FILE, "disease"),
-                                      (concepts._DRUG_PKG, concepts._DRUG_FILE, "drug")):
-        is_drug = prefix == "drug"
-        for variant in concepts._read_dictionary(package, filename, prefix)[f"{prefix}_variant_to_canonical"]:
-            key = concepts._variant_key(variant, is_drug=is_drug)
-            entry = terms.get(key) if key else None
-            variant = variant.strip().lower()
-            if entry is None or not _usable_synonym(variant, entry.type == "drug"):
-                continue
-            names[id(entry)].setdefault(key, variant)
+    for variant, key, _ in concepts.dictionary_variants():
+        entry = terms.get(key)
+        variant = variant.strip().lower()
+        if entry is None or not _usable_synonym(variant, entry.type == "drug"):
+            continue
+        names[id(entry)].setdefault(key, variant)
     # Drug packages list brand names and foreign spellings (aspirin -> "polopiryna"); a drug's own
     # generic name is always a good substitute, so add it.
     for key, entry in terms.items():
@@ -571,12 +565,9 @@ class _Tokenizer:
         # Without a chat template a stop token is appended after the last reply (see _with_stop): leave room for it.
         self.limit = max_length - (0 if self.tokenizer.chat_template or self.tokenizer.eos_token_id is None else 1)
         # The tokens that end an assistant turn: the same set Generator stops on.
-        ends = {self.tokenizer.eos_token_id}
-        for token in ("<|im_end|>", "<|endoftext|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ends.add(token_id)
-        self.end_ids = {t for t in ends if t is not None}
+        from workers.runtime.engines import chat_end_token_ids
+
+        self.end_ids = chat_end_token_ids(self.tokenizer)
 
     def tokenize(self, plain: list) -> list[tuple[list[int], list[int]]]:
         if not plain:

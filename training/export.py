@@ -2,7 +2,7 @@
 
 1. ``merge_adapter``: base fp32 weights + adapter -> merged fp32 checkpoint (with the tokenizer).
 2. The int8 / ONNX variants are built by the runtime's own recipe
-   (``workers.runtime.prepare.generator_variant_builds``), so a fine-tuned model is quantized
+   (``training.prepare.generator_variant_builds``), so a fine-tuned model is quantized
    exactly like the shipped one; every build goes to a temporary directory first.
 3. ``register_candidates``: one transaction registers every format as a *candidate* version with
    its metrics, training config, dataset hash, parent and log location. Nothing is registered
@@ -15,7 +15,7 @@ from pathlib import Path
 from django.db import transaction
 
 from medassist.registry.models import ModelVersion
-from workers.runtime.prepare import _built, generator_variant_builds, register_variant
+from training.prepare import build_once, generator_variant_builds, register_variant
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out: Path) -> None:
@@ -33,12 +33,12 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out: Path) -> N
 def build_artifacts(*, base_dir: str | Path, adapter_dir: str | Path, root: Path, formats, progress=print) -> dict[str, Path]:
     """Build the merged fp32 model and the requested variants under ``root``; return format -> dir."""
     fp32 = root / "torch-fp32"
-    _built(fp32, lambda out: merge_adapter(base_dir, adapter_dir, out),
+    build_once(fp32, lambda out: merge_adapter(base_dir, adapter_dir, out),
            {"format": "torch-fp32", "base_dir": str(base_dir), "adapter": str(adapter_dir)})
     progress("merged the adapter into fp32 weights")
     artifacts = {"torch-fp32": fp32}
     for fmt, target, build, spec in generator_variant_builds(fp32, formats):
-        _built(target, build, {"format": fmt, **spec})
+        build_once(target, build, {"format": fmt, **spec})
         artifacts[fmt] = target
         progress(f"built {fmt}")
     return {fmt: path for fmt, path in artifacts.items() if fmt in formats}

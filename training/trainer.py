@@ -39,10 +39,6 @@ PROGRESS_FILE = "progress.jsonl"
 STOP_FILE = "STOP"
 
 
-class TrainingStopped(Exception):
-    pass
-
-
 def native_bf16() -> bool:
     capability = torch.backends.cpu.get_cpu_capability().lower()
     return "amx" in capability or "bf16" in capability or "avx512_bf16" in capability

@@ -19,8 +19,8 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from medassist.common import metrics
 from medassist.jobs.services import job_fail_chunk, job_process_chunk
-from workers.runtime import get_runtime
 from workers.runtime.memory import release_freed_memory
+from workers.versions import get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
 
 
 # The queues this worker consumes (-Q), recorded in the parent before the pool forks, so that pool
-# children warm only the kinds they can receive (e.g. no HPO ontology in batch workers: ~30 s of a
-# core and ~350 MB each). Other kinds still load on first use (job_process_chunk).
+# children warm only the kinds they can receive (e.g. no HPO ontology, slow to parse and large, in batch
+# workers). Other kinds still load on first use (job_process_chunk).
 _consumed_queues: set[str] | None = None
 
 

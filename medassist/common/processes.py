@@ -79,9 +79,14 @@ def start_worker(*, name: str, queues: str = "interactive,batch", concurrency: i
 
 
 def start_web(*, port: int, name: str = "web", log_dir: Path | None = None, env: dict | None = None) -> ServiceProcess:
-    """gunicorn serving the WSGI app on 127.0.0.1:port; returns once it listens."""
+    """gunicorn serving the WSGI app on 127.0.0.1:port; returns once it listens.
+
+    With config/gunicorn.py, as in the image: on start it clears the metrics files that exited
+    processes of this host left in PROMETHEUS_MULTIPROC_DIR (running workers' files stay).
+    """
     log_dir = log_dir or Path(settings.VAR_DIR)
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config",
+            str(Path(settings.BASE_DIR) / "config" / "gunicorn.py"), "--bind", f"127.0.0.1:{port}",
             "--workers", "1", "--threads", "4", "--timeout", "120"]
     web = ServiceProcess(argv, log_path=log_dir / f"{name}.log", env=env)
     web.wait_for_log(b"Booting worker")

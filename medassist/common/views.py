@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import time
 
+from celery import current_app as celery_app  # the app of config/celery.py (current once config is imported)
 from django.db import connection
 from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
-
-from config.celery import app as celery_app
 
 
 def queue_depths() -> dict[str, int]:

@@ -20,13 +20,20 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from medassist.audit.services import audit_record, client_ip
-from medassist.common.parsers import UploadError, parse_upload
+from medassist.audit.services import client_ip
 
 from .models import Job, JobItem
 from .selectors import job_get, job_items, job_list
 from .serializers import JobItemSerializer, JobSerializer, JobSubmitSerializer, item_ref
-from .services import JobNotCancellable, SubmissionInvalid, job_cancel, job_submit, job_validate
+from .services import (
+    JobNotCancellable,
+    SubmissionInvalid,
+    job_cancel,
+    job_read_record,
+    job_submit,
+    job_validate,
+    job_validate_upload,
+)
 
 
 def _invalid(errors: dict, status_code: int = 400, detail: str = "The submission is invalid; nothing was stored.") -> Response:
@@ -83,38 +90,18 @@ class JobListCreateApi(generics.ListAPIView):
             return _invalid({"non_field_errors": ["the body must be a JSON object with kind, items and params"]})
 
         upload = request.FILES.get("file")
-        params = data.get("params")
-        if upload is not None:
-            if data.get("items") not in (None, ""):
-                return _invalid({"file": ["send either items or a file, not both"]})
-            if upload.size > limit:
-                return _invalid({"file": [f"the file is {upload.size:,} bytes; the limit is {limit:,} bytes"]}, 413)
-            if isinstance(params, str):
-                try:
-                    params = json.loads(params) if params.strip() else {}
-                except json.JSONDecodeError as exc:
-                    return _invalid({"params": [f"is not valid JSON ({exc.msg} at column {exc.colno})"]})
-            try:
-                parsed = parse_upload(upload.read(), upload.name or "",
-                                      max_items=settings.MEDASSIST_MAX_ITEMS_PER_JOB)
-            except UploadError as exc:
-                return _invalid({exc.field: [str(exc)]}, exc.status_code)
-            if not parsed.items:
-                reasons = sorted({s["reason"] for s in parsed.skipped})
-                return _invalid({"file": [f"the file holds no usable records ({parsed.records} records, all skipped: "
-                                          f"{', '.join(reasons) or 'none found'})"]})
-            items = parsed.items
-            source = {"type": "file", "filename": (upload.name or "")[:200], "format": parsed.format,
-                      "records": parsed.records, "skipped": len(parsed.skipped),
-                      "skipped_examples": parsed.skipped[:10]}
-        else:
-            if request.content_type.startswith("multipart/"):
-                return _invalid({"file": ["no file was uploaded (field name: file)"]})
-            items = data.get("items")
-            source = {"type": "inline"}
         try:
-            submission = job_validate(user=request.user, kind_name=data.get("kind"), items=items, params=params,
-                                      source=source)
+            if upload is not None:
+                if data.get("items") not in (None, ""):
+                    return _invalid({"file": ["send either items or a file, not both"]})
+                submission = job_validate_upload(user=request.user, kind_name=data.get("kind"), content=upload,
+                                                 filename=upload.name or "", size=upload.size,
+                                                 params=data.get("params"))
+            else:
+                if request.content_type.startswith("multipart/"):
+                    return _invalid({"file": ["no file was uploaded (field name: file)"]})
+                submission = job_validate(user=request.user, kind_name=data.get("kind"), items=data.get("items"),
+                                          params=data.get("params"))
         except SubmissionInvalid as exc:
             return _invalid(exc.errors, exc.status_code)
         job, created = job_submit(owner=request.user, submission=submission, idempotency_key=key,
@@ -130,8 +117,7 @@ class JobDetailApi(APIView):
     @extend_schema(responses=JobSerializer)
     def get(self, request, job_id):
         job = job_get(user=request.user, job_id=job_id)
-        audit_record(action="job.view", actor=request.user, object_type="jobs.job", object_id=job.pk,
-                     ip=client_ip(request), model_version=job.model_version.label if job.model_version else "")
+        job_read_record(job=job, actor=request.user, action="job.view", ip=client_ip(request))
         return Response(JobSerializer(job, context={"request": request}).data)
 
 
@@ -176,9 +162,9 @@ class JobResultsApi(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         response = super().list(request, *args, **kwargs)
-        audit_record(action="results.read", actor=request.user, object_type="jobs.job", object_id=self.job.pk,
-                     ip=client_ip(request), model_version=self.job.model_version.label if self.job.model_version else "",
-                     detail={"page": request.query_params.get("page", "1"), "status": request.query_params.get("status")})
+        job_read_record(job=self.job, actor=request.user, action="results.read", ip=client_ip(request),
+                        detail={"page": request.query_params.get("page", "1"),
+                                "status": request.query_params.get("status")})
         return response
 
 
@@ -190,9 +176,8 @@ class _ExportApi(APIView):
         job = job_get(user=request.user, job_id=job_id)
         items = job_items(job=job, status=_status_param(request)).only(
             "index", "input", "status", "result", "error", "duration_ms")
-        audit_record(action="results.export", actor=request.user, object_type="jobs.job", object_id=job.pk,
-                     ip=client_ip(request), model_version=job.model_version.label if job.model_version else "",
-                     detail={"format": self.format_name, "status": request.query_params.get("status")})
+        job_read_record(job=job, actor=request.user, action="results.export", ip=client_ip(request),
+                        detail={"format": self.format_name, "status": request.query_params.get("status")})
         response = StreamingHttpResponse(self.rows(items.iterator(chunk_size=500)), content_type=self.content_type)
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}.{self.format_name}"'
         return response

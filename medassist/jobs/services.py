@@ -21,6 +21,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from medassist.audit.services import audit_record
+from medassist.common.parsers import UploadError, parse_upload
 from medassist.kinds import ItemFailure, Kind, available_kinds, get_kind
 
 from .models import Job, JobItem
@@ -132,6 +133,41 @@ def job_validate(*, user, kind_name, items, params, source: dict | None = None) 
 
 
 PROCESS_CHUNK_TASK = "medassist.process_chunk"  # workers.tasks.process_chunk, sent by name: no import of workers
+
+
+def job_validate_upload(*, user, kind_name, content, filename: str, size: int, params) -> ValidSubmission:
+    """An uploaded file (JSONL, CSV/TSV, PubMed or MEDLINE XML, optionally gzipped) as a checked submission.
+
+    ``content``: bytes or a file object; ``params`` may be the multipart form's JSON string. Raises
+    ``SubmissionInvalid`` (413 for a file over the byte or item limit) before anything is stored.
+    """
+    limit = settings.MEDASSIST_MAX_UPLOAD_BYTES
+    if size > limit:
+        raise SubmissionInvalid({"file": [f"the file is {size:,} bytes; the limit is {limit:,} bytes"]}, 413)
+    if isinstance(params, str):
+        try:
+            params = json.loads(params) if params.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SubmissionInvalid({"params": [f"is not valid JSON ({exc.msg} at column {exc.colno})"]}) from None
+    try:
+        parsed = parse_upload(content if isinstance(content, bytes) else content.read(), filename,
+                              max_items=settings.MEDASSIST_MAX_ITEMS_PER_JOB)
+    except UploadError as exc:
+        raise SubmissionInvalid({exc.field: [str(exc)]}, exc.status_code) from None
+    if not parsed.items:
+        reasons = sorted({s["reason"] for s in parsed.skipped})
+        raise SubmissionInvalid({"file": [f"the file holds no usable records ({parsed.records} records, all skipped: "
+                                          f"{', '.join(reasons) or 'none found'})"]})
+    source = {"type": "file", "filename": filename[:200], "format": parsed.format, "records": parsed.records,
+              "skipped": len(parsed.skipped), "skipped_examples": parsed.skipped[:10]}
+    return job_validate(user=user, kind_name=kind_name, items=parsed.items, params=params, source=source)
+
+
+def job_read_record(*, job: Job, actor, action: str, ip: str | None = None, detail: dict | None = None) -> None:
+    """Audit a read of a job or its results (``job.view``, ``results.read``, ``results.export``), with the
+    model version the results came from."""
+    audit_record(action=action, actor=actor, object_type="jobs.job", object_id=job.pk, ip=ip,
+                 model_version=job.model_version.label if job.model_version else "", detail=detail)
 
 
 def _enqueue_chunks(job: Job) -> None:

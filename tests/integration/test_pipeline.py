@@ -134,7 +134,7 @@ def test_a_running_worker_serves_a_newly_promoted_version_without_restart(start_
                                                                           tiny_model_dirs):
     from medassist.jobs.services import job_submit, job_validate
     from medassist.registry.services import model_version_promote
-    from workers.runtime.prepare import register_variant
+    from training.prepare import register_variant
 
     worker = start_worker(name="promotion", concurrency=1)
 

@@ -7,7 +7,7 @@ from medassist.jobs.models import Job, JobItem
 from medassist.jobs.services import job_fail_chunk, job_process_chunk, job_submit, job_validate
 from medassist.kinds import Kind
 from medassist.kinds.literature import ITEM_SCHEMA, _normalize
-from workers.runtime import get_runtime
+from workers.versions import get_runtime
 
 ABSTRACTS = [
     "BACKGROUND: Aspirin is widely used after myocardial infarction.\nMETHODS: We followed 1,200 patients for "

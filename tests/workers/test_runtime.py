@@ -8,10 +8,10 @@ from medassist.jobs.models import JobItem
 from medassist.jobs.services import job_submit, job_validate
 from medassist.registry.models import ModelVersion
 from medassist.registry.services import model_version_promote
-from workers.runtime import Runtime
+from training.prepare import register_variant
 from workers.runtime.engines import GenerationSettings, Generator, TorchCausalLM, TorchEmbedder
-from workers.runtime.prepare import register_variant
 from workers.runtime.store import load_engine
+from workers.versions import Runtime
 
 
 def left_padded(tokenizer, texts):
@@ -83,7 +83,7 @@ def test_embedder_batches_by_length_and_keeps_order(tiny_model_dirs):
 
 def test_literature_question_and_generated_summary_record_their_model_versions(alice, tiny_models):
     from medassist.jobs.services import job_process_chunk
-    from workers.runtime import get_runtime
+    from workers.versions import get_runtime
 
     submission = job_validate(user=alice, kind_name="literature", items=["Aspirin reduced stroke in atrial fibrillation."],
                               params={"question": "Does aspirin reduce stroke?", "generate_summary": True,
@@ -111,7 +111,7 @@ def test_literature_question_and_generated_summary_record_their_model_versions(a
 def test_an_answer_rests_on_the_conclusion_and_an_abstract_about_something_else_cannot_settle_it(alice, tiny_models):
     """The tiny generator's label likelihood is noise; the conclusion decides, unless the abstract is off topic."""
     from medassist.jobs.services import job_process_chunk
-    from workers.runtime import get_runtime
+    from workers.versions import get_runtime
 
     items = [
         "BACKGROUND: Stroke is common.\nRESULTS: Stroke occurred in 2% with aspirin and 4% with placebo (P<0.001)."

@@ -3,7 +3,7 @@
 Two roles, four backends each chosen per ``ModelVersion.format``:
 
 - generator (a Hugging Face causal LM directory): ``torch-fp32``, ``torch-int8`` (dynamic int8
-  Linear layers, with ``settings.MEDASSIST_INT8_EXCLUDE`` kept in fp32 because they carry
+  Linear layers, with the ``exclude`` names (``MEDASSIST_INT8_EXCLUDE``) kept in fp32 because they carry
   activation outliers), ``onnx-fp32`` and ``onnx-int8`` (onnxruntime, see ``onnx_models``).
 - embedder (a sentence-transformers/BERT directory, mean pooling): ``torch-fp32``, ``onnx-fp32``,
   ``onnx-int8``.
@@ -14,18 +14,24 @@ here touches a model hub: every path is a local directory.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from django.conf import settings
+
+# Tokens that end a chat turn (SmolLM2 / ChatML): generation stops on them, and fine-tuning labels them.
+CHAT_END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 
-def threads_per_process() -> int:
-    """Torch/onnxruntime threads so that worker processes x threads = cores (a setting)."""
-    return max(1, settings.MEDASSIST_TORCH_THREADS)
+def chat_end_token_ids(tokenizer) -> set[int]:
+    """The ids that end an assistant turn for this tokenizer: its EOS plus the chat end tokens it knows."""
+    ends = {tokenizer.eos_token_id}
+    for token in CHAT_END_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ends.add(token_id)
+    return {t for t in ends if t is not None}
 
 
 # --- causal LM backends: forward(ids, mask) -> logits; generate(...) -> new token ids per row ---------------------
@@ -117,8 +123,8 @@ def apply_repetition_penalty(logits: torch.Tensor, token_ids: set[int], penalty:
 def quantize_int8(model: torch.nn.Module, *, exclude: tuple[str, ...]) -> torch.nn.Module:
     """Dynamic int8 for every Linear whose name contains none of ``exclude`` (e.g. down_proj).
 
-    Weights per output channel: per-tensor scales cost SmolLM2 +8% NLL on MEDLINE abstracts, per
-    channel +6% (measured with down_proj and lm_head kept fp32; see docs/benchmarks.md).
+    Weights per output channel: per-tensor scales cost SmolLM2 more NLL on MEDLINE abstracts than per
+    channel (docs/benchmarks.md, "Models").
     """
     import ctypes
     import gc
@@ -129,7 +135,7 @@ def quantize_int8(model: torch.nn.Module, *, exclude: tuple[str, ...]) -> torch.
                if isinstance(module, torch.nn.Linear) and not any(part in name for part in exclude)}
     quantized = quantize_dynamic(model, qconfig_spec=targets, dtype=torch.qint8, inplace=True)
     # The fp32 weights just replaced are freed, but glibc keeps the pages: hand them back so the
-    # process's resident memory reflects the int8 model (measured by bench_models).
+    # process's resident memory reflects the int8 model (bench_models measures it).
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -189,12 +195,7 @@ class Generator:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_prompt_tokens = max_prompt_tokens
-        eos = {self.tokenizer.eos_token_id}
-        for token in ("<|im_end|>", "<|endoftext|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                eos.add(token_id)
-        self.eos_token_ids = {t for t in eos if t is not None}
+        self.eos_token_ids = chat_end_token_ids(self.tokenizer)
 
     def chat_prompt(self, user_message: str, *, system: str | None = None,
                     history: list[tuple[str, str]] = ()) -> str:
@@ -279,7 +280,3 @@ class Generator:
             count += len(target)
         return total / max(count, 1)
 
-
-def read_manifest(directory: Path) -> dict:
-    path = Path(directory) / "medassist.json"
-    return json.loads(path.read_text()) if path.exists() else {}

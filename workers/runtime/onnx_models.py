@@ -393,8 +393,8 @@ def _untie_head(model) -> int:
 def _quantize_embedding_gather(model, block_size: int) -> int:
     """The token embedding ``Gather`` -> ``com.microsoft.GatherBlockQuantized`` over an 8-bit table (symmetric,
     one fp32 scale per ``block_size`` values of a row, zero point 128). onnxruntime's own quantizer does
-    Gather only at 4 bits; 8 bits keeps the embedding as exact as the projections (measured: NLL unchanged
-    to 4 decimals). Only a table no other node reads is replaced (after ``_untie_head`` that is the
+    Gather only at 4 bits; 8 bits keeps the embedding as exact as the projections (docs/benchmarks.md,
+    "Models"). Only a table no other node reads is replaced (after ``_untie_head`` that is the
     embedding). Returns how many Gathers were rewritten."""
     from onnx import helper, numpy_helper
 
@@ -503,10 +503,9 @@ def _session(onnx_path: Path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Both models keep onnxruntime's arena: a decode step reallocates every layer's KV cache one token
-    # longer, and without the arena glibc's heap fragmented under it (measured on SmolLM2 int8, batch 32:
-    # peak resident 2.0-2.4 GB without, 1.1 GB with). The generator gives the arena back after each call
-    # and the embedder after each encode() (``_shrink_arena``); the embedder lost a third of its speed
-    # without one.
+    # longer, and without the arena glibc's heap fragmented under it (peak memory with and without:
+    # docs/benchmarks.md, "Models"). The generator gives the arena back after each call and the embedder
+    # after each encode() (``_shrink_arena``); the embedder is slower without one.
     opts.enable_cpu_mem_arena = True
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
 

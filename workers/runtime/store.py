@@ -1,5 +1,9 @@
 """The artifact store: where model versions live on disk, their checksums, and loading one.
 
+The runtime knows no database: it loads from an ``EngineSpec`` (role, format, directory, checksum,
+config, label). A registry ``ModelVersion`` row has the same fields, so it can be passed as it is;
+``workers.versions`` is where the database's choice of active versions meets this module.
+
 A version's ``artifact_path`` is a directory; ``checksum`` is the SHA-256 over every file in it
 (relative path + bytes, in sorted order), checked again when a worker loads it, so a changed or
 truncated artifact is refused with a clear error instead of serving something unregistered.
@@ -9,12 +13,36 @@ truncated artifact is refused with a clear error instead of serving something un
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from medassist.registry.models import ModelVersion
-
-from .engines import Generator, TorchCausalLM, TorchEmbedder, threads_per_process
+from .engines import Generator, TorchCausalLM, TorchEmbedder
 from .memory import release_freed_memory
+
+# The roles the runtime can load (the registry's role values for engines).
+GENERATOR, EMBEDDER, ANSWER_EVIDENCE = "generator", "embedder", "answer_evidence"
+
+
+class Spec(Protocol):
+    role: str
+    format: str
+    artifact_path: str
+    checksum: str
+    config: dict
+    label: str
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to load one model version, as plain values."""
+
+    role: str  # generator, embedder or answer_evidence
+    format: str  # torch-fp32, torch-int8, onnx-fp32, onnx-int8, or the answer-evidence format
+    artifact_path: str  # the version's directory
+    checksum: str = ""  # sha256 of the directory (``directory_checksum``); empty: not checked
+    config: dict = field(default_factory=dict)  # base_dir, int8 exclusions, ...
+    label: str = ""  # how errors and results name it
 
 
 class ArtifactError(RuntimeError):
@@ -37,7 +65,7 @@ def directory_checksum(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify(version: ModelVersion) -> None:
+def verify(version: Spec) -> None:
     if version.format == "dictionary":
         return
     try:
@@ -49,21 +77,23 @@ def verify(version: ModelVersion) -> None:
                             "checksum (changed or corrupt); re-run models_prepare or register it again")
 
 
-def load_engine(version: ModelVersion):
-    """Load a generator (``Generator``), embedder (``encode()``) or answer-evidence model for a version."""
+def load_engine(version: Spec, *, threads: int = 1):
+    """Load a generator (``Generator``), embedder (``encode()``) or answer-evidence model for a version.
+
+    ``threads``: torch/onnxruntime threads of this process (workers pass MEDASSIST_TORCH_THREADS so
+    that processes x threads = cores)."""
     verify(version)
     try:
-        return _load_engine(version)
+        return _load_engine(version, threads=max(1, int(threads)))
     finally:
         release_freed_memory()  # what loading freed (fp32 copies, the parsed graph) leaves the process
 
 
-def _load_engine(version: ModelVersion):
+def _load_engine(version: Spec, *, threads: int):
     artifact = Path(version.artifact_path)
     base = Path(version.config.get("base_dir") or artifact)
-    threads = threads_per_process()
     try:
-        if version.role == ModelVersion.Role.GENERATOR:
+        if version.role == GENERATOR:
             if version.format == "torch-fp32":
                 backend = TorchCausalLM(artifact, threads=threads)
             elif version.format == "torch-int8":
@@ -76,7 +106,7 @@ def _load_engine(version: ModelVersion):
             else:
                 raise ArtifactError(f"{version.label}: unknown generator format {version.format!r}")
             return Generator(backend, base)
-        if version.role == ModelVersion.Role.EMBEDDER:
+        if version.role == EMBEDDER:
             if version.format == "torch-fp32":
                 return TorchEmbedder(artifact, threads=threads)
             if version.format in ("onnx-fp32", "onnx-int8"):
@@ -84,8 +114,8 @@ def _load_engine(version: ModelVersion):
 
                 return OnnxEmbedder(artifact / "model.onnx", base, threads=threads)
             raise ArtifactError(f"{version.label}: unknown embedder format {version.format!r}")
-        if version.role == ModelVersion.Role.ANSWER_EVIDENCE:
-            from medassist.knowledge.answer_evidence import FORMAT, AnswerEvidenceModel
+        if version.role == ANSWER_EVIDENCE:
+            from .answer_evidence import FORMAT, AnswerEvidenceModel
 
             if version.format != FORMAT:
                 raise ArtifactError(f"{version.label}: unknown answer-evidence format {version.format!r}")

@@ -1,10 +1,12 @@
 """`manage.py knowledge_import [mesh hsdn cooccurrence pubmedqa medline hpo icd10cm | all] [--path PATH]`.
 
 Fills the knowledge tables from the real data in MEDASSIST_SHARED_DATA (or ``--path``) and prints
-row counts and seconds per source.  Safe to re-run: every importer updates in place.
+row counts and seconds per source.  Safe to re-run: every importer updates in place. A progress bar
+over the sources goes to stderr when it is a terminal (``--no-progress``: never).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -36,8 +38,11 @@ class Command(BaseCommand):
                             help=f"one or more of {', '.join(IMPORTERS)}, or all (the default)")
         parser.add_argument("--path", default=None,
                             help="the data folder (default: MEDASSIST_SHARED_DATA), or with one source, its file")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    def handle(self, *args, sources, path, **options):
+    def handle(self, *args, sources, path, no_progress=False, **options):
+        from tqdm import tqdm
+
         unknown = [s for s in sources if s != "all" and s not in IMPORTERS]
         if unknown:
             raise CommandError(f"unknown source {', '.join(unknown)}: choose from {', '.join(IMPORTERS)} or all")
@@ -50,12 +55,15 @@ class Command(BaseCommand):
                     raise CommandError(f"{source}: {needed} not found (set MEDASSIST_SHARED_DATA or pass --path)")
 
         total = 0.0
-        for source in chosen:
+        # disable=None: a bar only when stderr is a terminal; external_write_mode keeps lines off the bar.
+        for source in tqdm(chosen, desc="knowledge_import", unit="source", file=sys.stderr,
+                           disable=True if no_progress else None):
             result = IMPORTERS[source](path=files[source])
             total += result.seconds
-            self.stdout.write(str(result))
-            for note in result.notes:
-                self.stdout.write(f"  {note}")
+            with tqdm.external_write_mode():
+                self.stdout.write(str(result))
+                for note in result.notes:
+                    self.stdout.write(f"  {note}")
         if len(chosen) > 1:
             self.stdout.write(f"all: {total:.2f} s")
 

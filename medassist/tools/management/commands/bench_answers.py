@@ -17,6 +17,7 @@ answer uses ``MEDASSIST_QA_GENERATOR_WEIGHT``). Writes section ``bench_answers``
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,14 +44,17 @@ class Command(BaseCommand):
         parser.add_argument("--label", default="", help="how the table names the generator probabilities")
         parser.add_argument("--section", default="bench_answers",
                             help="docs/benchmarks.md section to write (one per generator compared)")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
         parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
 
-    def handle(self, *args, generator, predictions, limit, weights, label, section, no_write, **options):
-        from medassist.kinds.literature import _pool
-        from medassist.knowledge import answer_evidence
+    def handle(self, *args, generator, predictions, limit, weights, label, section, no_write, no_progress=False,
+               **options):
+        self.no_progress = no_progress
+        from medassist.kinds.literature import pool_label_probabilities
         from medassist.knowledge.summarize import conclusion_sentences
         from training.data import pubmedqa_folds, read_records
-        from workers.runtime.prepare import pubmedqa_path
+        from training.prepare import pubmedqa_path
+        from workers.runtime import answer_evidence
 
         label_arg = label
         if not generator and not predictions:
@@ -68,7 +72,7 @@ class Command(BaseCommand):
 
         # 1. Evidence, cross-validated: each question read by a model that never saw it.
         evidence, evidence_flat = {}, {}
-        for fold in pubmedqa_folds(records):
+        for fold in self._progress(pubmedqa_folds(records), desc="evidence folds", unit="fold"):
             held = set(fold)
             train = [r for r in records if r.id not in held]
             model = answer_evidence.AnswerEvidenceModel(
@@ -120,7 +124,8 @@ class Command(BaseCommand):
         served = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
         for w in weight_list:
             mark = " (served)" if w == served else ""
-            add(f"pooled, generator weight {w:g}{mark}", {i: _pool(generated[i], evidence_flat[i], w) for i in ids})
+            add(f"pooled, generator weight {w:g}{mark}",
+                {i: pool_label_probabilities(generated[i], evidence_flat[i], w) for i in ids})
         table = format_table(["answers from", "accuracy", "vs majority class", "predicted yes / no / maybe"], rows)
         command = "python manage.py bench_answers " + " ".join(
             ([f"--generator {generator}"] if generator else []) + ([f"--limit {limit}"] if limit else [])
@@ -138,6 +143,13 @@ class Command(BaseCommand):
         if not no_write:
             self.stdout.write(f"written to {write_section(section, body)}")
 
+    def _progress(self, iterable, **kwargs):
+        """A bar on stderr; disable=None: only when stderr is a terminal."""
+        from tqdm import tqdm
+
+        return tqdm(iterable, file=sys.stderr, disable=True if getattr(self, "no_progress", False) else None,
+                    **kwargs)
+
     def _score(self, generator: str, records) -> tuple:
         from medassist.knowledge.prompts import ANSWER_SURFACE
         from medassist.registry.models import ModelVersion
@@ -149,11 +161,11 @@ class Command(BaseCommand):
                        else ModelVersion.objects.get(role="generator", pk=int(generator)))
         except (ModelVersion.DoesNotExist, ValueError) as exc:
             raise CommandError(f"--generator {generator}: no such generator version") from exc
-        engine = load_engine(version)
+        engine = load_engine(version, threads=settings.MEDASSIST_TORCH_THREADS)
         examples = build_examples(records, tasks=["qa"])
         started = time.perf_counter()
         scores = {}
-        for start in range(0, len(examples), 16):
+        for start in self._progress(range(0, len(examples), 16), desc="generator", unit="batch"):
             chunk = examples[start:start + 16]
             probabilities = engine.score_options([engine.chat_prompt(e.turns[0][0]) for e in chunk],
                                                  [ANSWER_SURFACE[k] for k in LABELS])

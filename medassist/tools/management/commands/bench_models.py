@@ -10,6 +10,7 @@ time), each in a fresh subprocess so that memory is its own:
   expert-labelled questions, and top-1 token agreement with fp32;
 then the embedders (abstracts/s, cosine to fp32), and a literature job with embeddings and
 question answering through the real queue. Everything is written to docs/benchmarks.md.
+A progress bar over the backends goes to stderr when it is a terminal (``--no-progress``: never).
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class Command(BaseCommand):
         parser.add_argument("--memory-only", action="store_true",
                             help="only resident memory per generator backend (after load, after one forward)")
         parser.add_argument("--no-write", action="store_true")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
         parser.add_argument("--measure", default=None, help=argparse_hidden())
         parser.add_argument("--out", default=None, help=argparse_hidden())
 
@@ -87,13 +89,20 @@ class Command(BaseCommand):
         call_command("models_prepare", verbosity=0)
         if o["memory_only"]:
             return self._memory_table(o)
+        from tqdm import tqdm
+
         results: dict[str, dict] = {}
         formats = [f for f in o["formats"].split(",") if f]
-        for target in [f"generator:{f}" for f in formats] + ["generator:pipeline"] + \
-                      [f"embedder:{f}" for f in o["embedder_formats"].split(",") if f] + ["embedder:pipeline"]:
-            self.stdout.write(f"measuring {target} ...")
+        targets = [f"generator:{f}" for f in formats] + ["generator:pipeline"] + \
+                  [f"embedder:{f}" for f in o["embedder_formats"].split(",") if f] + ["embedder:pipeline"]
+        # disable=None: a bar only when stderr is a terminal; external_write_mode keeps lines off the bar.
+        for target in tqdm(targets, desc="bench_models", unit="backend", file=sys.stderr,
+                           disable=True if o.get("no_progress") else None):
+            with tqdm.external_write_mode():
+                self.stdout.write(f"measuring {target} ...")
             results[target] = self._measure_in_subprocess(target, o)
-            self.stdout.write(f"  {json.dumps({k: v for k, v in results[target].items() if not isinstance(v, list)})}")
+            with tqdm.external_write_mode():
+                self.stdout.write(f"  {json.dumps({k: v for k, v in results[target].items() if not isinstance(v, list)})}")
         job = self._queued_job(o["job_items"]) if o["job_items"] else None
         self._report(results, job, o)
 
@@ -183,7 +192,7 @@ class Command(BaseCommand):
         version = ModelVersion.objects.filter(role=role, format=fmt).order_by("-created_at").first()
         if version is None:
             raise CommandError(f"no {role} version in format {fmt}; run models_prepare")
-        return load_engine(version)
+        return load_engine(version, threads=settings.MEDASSIST_TORCH_THREADS)
 
     def _generator_metrics(self, engine, fmt: str, o) -> dict:
         from workers.runtime.engines import GenerationSettings

@@ -7,12 +7,14 @@
    in-process on the same items (the baseline). Also the literature kind through the queue.
 
 Run it against the deployment's own services (``DATABASE_URL``/``CELERY_BROKER_URL``); it creates
-a ``bench`` staff user and deletes its jobs afterwards (audit events stay, as they must).
+a ``bench`` staff user and deletes its jobs afterwards (audit events stay, as they must). Progress
+bars (items done) go to stderr when it is a terminal (``--no-progress``: never).
 """
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from medassist.common.parsers import parse_upload
 from medassist.common.processes import free_port, start_web, start_worker
 from medassist.jobs.models import Job
 from medassist.kinds import get_kind
-from workers.runtime import get_runtime
+from workers.versions import get_runtime
 
 # The dictionary/extractive part of the literature kind: model outputs are benchmarked by bench_models.
 BENCH_PARAMS = {"embed": False}
@@ -53,8 +55,10 @@ class Command(BaseCommand):
         parser.add_argument("--accept-repeats", type=int, default=3)
         parser.add_argument("--items", type=int, default=10_000, help="items for the throughput runs")
         parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
-    def handle(self, *args, accept_items, accept_repeats, items, no_write, **options):
+    def handle(self, *args, accept_items, accept_repeats, items, no_write, no_progress=False, **options):
+        self.no_progress = no_progress
         call_command("migrate", interactive=False, verbosity=0)
         from io import StringIO
 
@@ -115,8 +119,10 @@ class Command(BaseCommand):
         runtime.refresh(kind.required_roles(params))
         chunk = settings.MEDASSIST_CHUNK_SIZE
         started = time.perf_counter()
-        for start in range(0, len(abstracts), chunk):
-            kind.run(abstracts[start:start + chunk], params, runtime)
+        with self._progress(total=len(abstracts), desc="literature in-process") as bar:
+            for start in range(0, len(abstracts), chunk):
+                kind.run(abstracts[start:start + chunk], params, runtime)
+                bar.update(min(chunk, len(abstracts) - start))
         rate = len(abstracts) / (time.perf_counter() - started)
         self.stdout.write(f"literature handler {job_params} in-process: {rate:,.0f} items/s")
         return rate
@@ -131,17 +137,26 @@ class Command(BaseCommand):
             raise CommandError(f"submission refused: {response.status_code} {response.text[:500]}")
         job_id = response.json()["id"]
         created.append(job_id)
-        while True:
-            job = Job.objects.get(pk=job_id)
-            if job.is_final:
-                break
-            time.sleep(0.05)
+        with self._progress(total=len(abstracts), desc=f"{kind} through the queue") as bar:
+            while True:
+                job = Job.objects.get(pk=job_id)
+                bar.update(job.processed_items - bar.n)
+                if job.is_final:
+                    break
+                time.sleep(0.05)
         elapsed = time.perf_counter() - started
         if job.status != Job.Status.SUCCEEDED:
             raise CommandError(f"{kind} job ended {job.status}: {job.error}")
         rate = len(abstracts) / elapsed
         self.stdout.write(f"{kind} through the queue: {rate:,.0f} items/s ({elapsed:.2f} s accepted-to-done)")
         return rate
+
+    def _progress(self, **kwargs):
+        """Items done, on stderr; disable=None: only when stderr is a terminal."""
+        from tqdm import tqdm
+
+        return tqdm(unit="item", file=sys.stderr, disable=True if getattr(self, "no_progress", False) else None,
+                    **kwargs)
 
     def _report(self, accept, accept_items, baseline, through_queue, items, no_write, with_model):
         median_accept = statistics.median(accept)

@@ -8,11 +8,13 @@ The same PubMedQA training examples and the same recipe (``FinetuneConfig`` defa
 Each layout processes the same examples (one epoch), so tokens/s compare directly; the table gives
 the training-loop rate and the wall time including Ray start-up. A second table times tokenizing
 the training set in-process against a Ray ActorPool. Writes section ``training`` of docs/benchmarks.md.
+Progress bars over the runs go to stderr when it is a terminal (``--no-progress``: never).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="the N of the N-worker layout")
         parser.add_argument("--lora-top-layers", type=int, default=None, help="default: the recipe's")
         parser.add_argument("--no-write", action="store_true")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
-    def handle(self, *args, examples, workers, lora_top_layers, no_write, **options):
+    def handle(self, *args, examples, workers, lora_top_layers, no_write, no_progress=False, **options):
         import torch
+        from tqdm import tqdm
 
         from medassist.common.benchmarks import format_table, machine_description, write_section
         from training import data as training_data
@@ -48,7 +52,9 @@ class Command(BaseCommand):
         # Tokenization: in-process vs a Ray ActorPool (start-up included: that is what a run pays).
         token_rows = []
         tokenized = None
-        for data_workers in (1, workers):
+        # disable=None: a bar only when stderr is a terminal; external_write_mode keeps lines off the bar.
+        disable = True if no_progress else None
+        for data_workers in tqdm((1, workers), desc="tokenization", unit="run", file=sys.stderr, disable=disable):
             started = time.perf_counter()
             out = training_data.tokenize_examples(prepared.train, base_dir, max_length=base_config.max_length,
                                                   workers=data_workers)
@@ -57,7 +63,8 @@ class Command(BaseCommand):
             tokens = sum(len(e.input_ids) for e in out)
             token_rows.append([f"{'in-process' if data_workers == 1 else f'Ray ActorPool x {data_workers}'}",
                                len(out), f"{tokens:,}", f"{seconds:.1f}", f"{tokens / seconds:,.0f}"])
-            self.stdout.write(f"tokenize workers={data_workers}: {seconds:.1f} s")
+            with tqdm.external_write_mode():
+                self.stdout.write(f"tokenize workers={data_workers}: {seconds:.1f} s")
 
         from transformers import AutoTokenizer
 
@@ -71,7 +78,8 @@ class Command(BaseCommand):
         try:
             data_path = work / "train.pt"
             torch.save([{"input_ids": e.input_ids, "labels": e.labels} for e in tokenized], data_path)
-            for label, num_workers, threads in layouts:
+            for label, num_workers, threads in tqdm(layouts, desc="training layouts", unit="layout", file=sys.stderr,
+                                                    disable=disable):
                 run_dir = work / f"run-{num_workers}"
                 run_dir.mkdir()
                 config = FinetuneConfig(**{**base_config.as_dict(), "num_workers": num_workers,
@@ -83,7 +91,8 @@ class Command(BaseCommand):
                 baseline = baseline or rate
                 rows.append([label, f"{max(1, num_workers)} x {threads}", summary["steps"], f"{summary['tokens']:,}",
                              f"{rate:.0f}", f"{rate / baseline:.2f}x", f"{wall:.0f}", summary["precision"]])
-                self.stdout.write(f"{label} {num_workers}x{threads}: {rate:.0f} tokens/s, {wall:.0f} s wall")
+                with tqdm.external_write_mode():
+                    self.stdout.write(f"{label} {num_workers}x{threads}: {rate:.0f} tokens/s, {wall:.0f} s wall")
         finally:
             shutil.rmtree(work, ignore_errors=True)
             try:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workers.runtime.prepare import DEFAULT_ROLES
+from training.prepare import DEFAULT_ROLES
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, model_dir, role, no_onnx, **options):
         from tqdm import tqdm
 
-        from workers.runtime.prepare import PrepareError, prepare_all
+        from training.prepare import PrepareError, prepare_all
 
         try:
             prepare_all(model_dir=model_dir, roles=tuple(role or DEFAULT_ROLES), onnx=not no_onnx,

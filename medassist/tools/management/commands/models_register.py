@@ -22,7 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, path: Path, name, promote, **options):
         from medassist.registry.services import PromotionRefused, model_version_promote
-        from workers.runtime.prepare import register_variant
+        from training.prepare import register_variant
 
         path = path.resolve()
         config_file = path / "config.json"

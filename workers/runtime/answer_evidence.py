@@ -1,8 +1,8 @@
 """What an abstract's conclusion says about a yes/no/maybe question, read by a small linear model.
 
 Why it exists: the shipped 135M generator scores the answer labels almost without reading the abstract
-(measured: the same trial reported as clearly positive and as clearly null gets P(yes) within a few
-points of each other, and the base model answers "no" to 6 of 6). An answer the product returns must
+(the same trial reported as clearly positive and as clearly null gets nearly the same P(yes); see
+docs/evaluation.md). An answer the product returns must
 rest on what the abstract says, so the literature kind pools the generator's label likelihood with this
 model's reading of the conclusion (see ``medassist.kinds.literature``).
 

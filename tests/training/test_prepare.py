@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from medassist.registry.models import ModelVersion
+from training.prepare import prepare_all
 from workers.runtime.engines import GenerationSettings
-from workers.runtime.prepare import prepare_all
 from workers.runtime.store import load_engine
 
 
@@ -88,7 +88,7 @@ def test_a_clear_cut_abstract_gets_a_sane_answer_from_the_served_models(alice, m
     clearly positive trial is answered "yes", the same trial with a null result "no"."""
     from medassist.jobs.models import JobItem
     from medassist.jobs.services import job_process_chunk, job_submit, job_validate
-    from workers.runtime import Runtime
+    from workers.versions import Runtime
 
     prepare_all(model_dir=model_dir, progress=lambda line: None)
     runtime = Runtime()

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from medassist.knowledge import answer_evidence
 from medassist.knowledge.summarize import conclusion_sentences
+from workers.runtime import answer_evidence
 
 # Made for these tests: conclusions a reader labels without hesitation.
 POSITIVE = ["Treatment significantly reduced mortality.", "The drug improved survival.",
@@ -82,7 +82,7 @@ def test_bench_answers_compares_generator_evidence_and_pooled_on_held_out_questi
     from django.core.management import CommandError, call_command
 
     from training.data import read_records
-    from workers.runtime.prepare import pubmedqa_path
+    from training.prepare import pubmedqa_path
 
     records = read_records(pubmedqa_path())[:40]
     predictions = tmp_path / "eval_after.jsonl"
