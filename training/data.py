@@ -305,12 +305,12 @@ def diagnosis_examples(hsdn_path: str | Path | None = None, *, limit: int = 300,
     """
     from django.conf import settings
 
-    from medassist.knowledge.diagnosis import _read_hsdn
+    from medassist.knowledge.hsdn import read_hsdn
     from medassist.knowledge.prompts import diagnosis_explain_prompt as explain_prompt
 
     path = Path(hsdn_path or Path(settings.MEDASSIST_KNOWLEDGE_DATA) / "hsdn-symptoms-disease" / "symptoms-DO.tsv")
     by_disease: dict[str, list] = defaultdict(list)
-    for link in _read_hsdn(path):
+    for link in read_hsdn(path):
         by_disease[link.disease_id].append(link)
     rng = random.Random(f"diagnosis:{seed}")
     eligible = sorted(d for d, links in by_disease.items() if len(links) >= 6)

@@ -81,25 +81,17 @@ Age and sex
     ``notes`` -- never dropped, since a recorded sex may not match anatomy.
 
 ICD-10-CM
-    :func:`icd10cm_matches` maps a disease name to ICD-10-CM 2026 codes from ``simple_icd_10_cm``
-    (a PyPI package that ships the code tables): exact normalised name first (token set equal after
-    removing "unspecified", "other", ... and inverting MeSH comma forms), then token overlap
-    (Jaccard over the description without bracketed asides).  Every non-optional word of the name
-    must occur (a light suffix stemmer lets "Mediastinal" meet "mediastinum"; "disease",
-    "disorder", "syndrome" are optional), so "Vascular Neoplasms" gets nothing rather than
-    "vascular dementia"; injury/external-cause/Z codes and codes about a circumstance
-    ("postprocedural", "sequelae", "newborn", ...) are skipped unless the name asks for them.
-    Ties prefer the general wording (B54 "Unspecified malaria" over B53 "Other specified malaria").
-    Cached per name; empty when the package is not installed.
+    Each diagnosis carries its ICD-10-CM 2026 codes from :func:`medassist.knowledge.icd10.icd10cm_matches`
+    (precomputed per disease name when the ranker is built, so rank() never pays for the index).
 
-Evaluation
-    :func:`cases_from_hsdn_holdout` + :func:`evaluate` -- see their docstrings for why the test
-    holds out symptom *links* rather than whole diseases.  200 cases, seed 0, 5 findings each
-    (``python -m medassist.knowledge.diagnosis``): 1 of 5 links kept: top-1 2.5 %, top-3 5.5 %,
-    top-10 20.5 %, top-20 38.5 %; 3 of 5 kept: 18 / 37 / 62 / 77 %; no hold-out (circular upper
-    bound): 44.5 / 74.5 / 94.5 / 98 %.  For orientation only -- online symptom checkers put the
-    right diagnosis first in 34 % and in the top 20 in 58 % of clinical vignettes (Semigran et al.,
-    BMJ 2015), but over an open disease list, not 119 candidates, and with clinician-written cases.
+Where the rest lives
+    :mod:`medassist.knowledge.hsdn` reads HSDN and the MeSH trees (``HsdnLink``, ``read_hsdn``);
+    :mod:`medassist.knowledge.findings` turns what callers give into findings (``resolve_findings``);
+    :mod:`medassist.knowledge.diagnosis_state` holds the serving process' ranker and its refreshes;
+    the link-hold-out evaluation is :mod:`medassist.tools.evaluation.diagnosis` (``manage.py evaluate
+    diagnosis``; 200 cases, seed 0, 5 findings each, HSDN only: 1 of 5 links kept: top-1 2.5 %, top-3
+    5.5 %, top-10 20.5 %, top-20 38.5 %; 3 of 5 kept: 18 / 37 / 62 / 77 %; no hold-out (circular upper
+    bound): 44.5 / 74.5 / 94.5 / 98 %; docs/evaluation.md).
 
 Public interface::
 
@@ -113,28 +105,23 @@ Public interface::
     DiagnosisRanker.rank(findings, *, top_k=10, age=None, sex=None, extra_scores=None,
                          weights: ComponentWeights | None = None, encoder: TextEncoder | None = None)
                          -> list[Diagnosis]
+    DiagnosisRanker.ranked_indices(findings, *, top_k=10, **rank options) -> list[int]
     DiagnosisRanker.resolve(findings) -> list[Finding]
     ComponentWeights(corpus=0.0, hpo=0.0, embedding=0.0)
     TextEncoder(encode, version)                 # .vectors(texts) -> [N, dim], cached per text
-    icd10cm_matches(name, limit=3) -> list[dict]
-    cases_from_hsdn_holdout(hsdn_path, *, fraction=0.2, seed=0, findings_per_case=5, n_cases=None,
-                            pool_size=None, kept_links=1) -> (held_out_links, cases)
-    evaluate(ranker_factory, cases, *, weights=None, encoder=None) -> dict   # n, top1, ..., mrr_at_20
-    evaluate_many(ranker_factory, cases, {label: rank() kwargs}) -> {label: dict}
+    default_weights(path=WEIGHTS_FILE) -> {"corpus", "hpo", "embedding"}   # the kind's defaults
+    write_default_weights(weights, *, chosen_by, method, path=WEIGHTS_FILE) -> Path   # evaluate --write-weights
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import math
-import re
-import statistics
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -144,22 +131,31 @@ from medassist.knowledge.findings import (
     Abbreviations,
     Finding,
     SymptomVocabulary,
-    extract_findings,
+    invert_mesh_name,
     normalize_concept_id,
+    resolve_findings,
 )
+from medassist.knowledge.hsdn import (
+    HsdnLink,
+    propagate_up,
+    read_hsdn,
+    read_trees,
+    sex_specific,
+    symptom_ancestors,
+)
+from medassist.knowledge.icd10 import icd10cm_matches
 
 __all__ = [
     "Diagnosis",
     "DiagnosisRanker",
-    "HsdnLink",
     "ComponentWeights",
     "TextEncoder",
-    "icd10cm_matches",
-    "cases_from_hsdn_holdout",
-    "evaluate",
-    "evaluate_many",
     "NEGATION_PENALTY",
     "EXTRA_WEIGHT",
+    "N_TEXT_SYMPTOMS",
+    "WEIGHTS_FILE",
+    "default_weights",
+    "write_default_weights",
 ]
 
 NEGATION_PENALTY = 0.5  # weight of cos(negated findings, disease profile), subtracted
@@ -174,7 +170,7 @@ class ComponentWeights:
 
     0 switches a component off (all 0: the HSDN-only ranking, score for score).  These library
     defaults are all 0; the diagnosis kind's defaults are the weights that evaluated best
-    (``medassist.kinds.diagnosis.DEFAULT_WEIGHTS``, docs/evaluation.md).
+    (:func:`default_weights`, read from ``WEIGHTS_FILE``; docs/evaluation.md).
     """
 
     corpus: float = 0.0  # x (cos(case, corpus profile) - NEGATION_PENALTY x cos(denied, corpus profile)), in [-0.5, 1]
@@ -188,6 +184,33 @@ class ComponentWeights:
 
     def as_dict(self) -> dict[str, float]:
         return {"corpus": self.corpus, "hpo": self.hpo, "embedding": self.embedding}
+
+
+# The diagnosis kind's default weights: written by `manage.py evaluate diagnosis --write-weights` (the
+# weights its grid search on development cases chose), with a note of what chose them and when.
+WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "diagnosis_weights.json"
+
+
+def default_weights(path: Path | str | None = None) -> dict[str, float]:
+    """The component weights in ``path`` (default ``WEIGHTS_FILE``; {"corpus", "hpo", "embedding"},
+    validated as :class:`ComponentWeights`): what the diagnosis kind uses when a job does not say."""
+    data = json.loads(Path(path or WEIGHTS_FILE).read_text(encoding="utf-8"))
+    weights = {name: float(data["weights"][name]) for name in ComponentWeights().as_dict()}
+    ComponentWeights(**weights)  # finite and >= 0, or ValueError
+    return weights
+
+
+def write_default_weights(weights: Mapping[str, float], *, chosen_by: str, method: str,
+                          path: Path | str | None = None) -> Path:
+    """Write ``weights`` (every component) to ``path`` (default ``WEIGHTS_FILE``) with what chose them
+    (``chosen_by``: the command; ``method``: how) and when; returns the path."""
+    checked = ComponentWeights(**{name: float(weights[name]) for name in ComponentWeights().as_dict()})
+    document = {"weights": checked.as_dict(), "chosen_by": chosen_by, "method": method,
+                "chosen_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    path = Path(path or WEIGHTS_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 class TextEncoder:
@@ -227,10 +250,6 @@ class TextEncoder:
             self._cache.update(new)
             return out
 
-# MeSH tree prefixes of sex-specific anatomy (see module docstring).
-_MALE_ONLY_TREES = ("C12.294",)  # Genital Diseases, Male
-_FEMALE_ONLY_TREES = ("C13.351.500", "C13.703")  # Genital Diseases, Female; Pregnancy Complications
-
 
 @dataclass
 class Diagnosis:
@@ -253,210 +272,6 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# --- data loading ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HsdnLink:
-    """One symptom -> disease link of the association matrix (a row of HSDN's file or table)."""
-    disease_id: str
-    disease_name: str
-    symptom_id: str
-    symptom_name: str
-    cooccurs: int
-    tfidf: float
-    doid: str
-    doid_name: str = ""
-
-
-def _file_key(path: Path) -> tuple[str, int, int]:
-    st = Path(path).stat()
-    return str(Path(path).resolve()), st.st_mtime_ns, st.st_size
-
-
-@lru_cache(maxsize=8)
-def _read_hsdn_cached(key: tuple[str, int, int]) -> tuple[HsdnLink, ...]:
-    links = []
-    with open(key[0], newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            links.append(HsdnLink(normalize_concept_id(row["disease_id"]), row["disease_name"],
-                               normalize_concept_id(row["symptom_id"]), row["symptom_name"],
-                               int(row["cooccurs"]), float(row["tfidf_score"]), row["doid_code"],
-                               row.get("doid_name") or ""))
-    return tuple(links)
-
-
-def _read_hsdn(path: Path) -> tuple[HsdnLink, ...]:
-    """Parsed once per file version and process (an evaluation builds many rankers from it)."""
-    return _read_hsdn_cached(_file_key(path))
-
-
-def _propagate_up(matrix: sparse.csr_matrix, ancestors: Mapping[int, set[int]]) -> sparse.csr_matrix:
-    """row[a] = max(row[a], row[s]) for every ancestor a of s: MeSH indexes an article with the
-    most specific term (Angina Pectoris), but angina *is* chest pain, so a patient's "chest pain"
-    must meet the diseases whose literature says angina."""
-    if not ancestors:
-        return matrix
-    dense = matrix.toarray()
-    for j, ups in ancestors.items():
-        for a in ups:
-            np.maximum(dense[:, a], dense[:, j], out=dense[:, a])
-    return sparse.csr_matrix(dense)
-
-
-@lru_cache(maxsize=4)
-def _read_all_trees(key: tuple[str, int, int]) -> dict[str, tuple[str, ...]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    with open(key[0], newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            out[normalize_concept_id(row["mesh_id"])].append(row["mesh_tree_number"])
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _read_trees(path: Path, wanted: set[str]) -> dict[str, tuple[str, ...]]:
-    """MeSH id -> tree numbers for the ids we need (MeSH 2015 ``tree-numbers.tsv``, parsed once)."""
-    trees = _read_all_trees(_file_key(path))
-    return {cid: trees[cid] for cid in wanted if cid in trees}
-
-
-def _sex_specific(trees: Mapping[str, Sequence[str]], disease_ids: Iterable[str]) -> dict[str, str]:
-    """disease id -> "male" | "female" for diseases of sex-specific anatomy (MeSH tree numbers)."""
-    out: dict[str, str] = {}
-    for cid in disease_ids:
-        for tree in trees.get(cid, ()):
-            if tree.startswith(_MALE_ONLY_TREES):
-                out[cid] = "male"
-            elif tree.startswith(_FEMALE_ONLY_TREES):
-                out[cid] = "female"
-    return out
-
-
-def _symptom_ancestors(trees: Mapping[str, Sequence[str]], symptom_ids: Sequence[str]) -> dict[int, set[int]]:
-    """symptom index -> indices of its MeSH ancestors that are also matrix symptoms
-    (Angina Pectoris -> Chest Pain, Pain; Fever of Unknown Origin -> Fever)."""
-    index = {sid: j for j, sid in enumerate(symptom_ids)}
-    by_tree = {t: index[sid] for sid in symptom_ids for t in trees.get(sid, ())}
-    out: dict[int, set[int]] = {}
-    for sid in symptom_ids:
-        j = index[sid]
-        for t in trees.get(sid, ()):
-            parts = t.split(".")
-            for k in range(1, len(parts)):
-                a = by_tree.get(".".join(parts[:k]))
-                if a is not None and a != j:
-                    out.setdefault(j, set()).add(a)
-    return out
-
-
-# --- ICD-10-CM ---------------------------------------------------------------------------------------------
-
-_ICD_STOP = frozenset("of the and or in with without to by on for at as a an unspecified other specified "
-                      "site sites nos".split())
-_icd_lock = threading.Lock()
-_icd_index: tuple[dict[str, set[str]], dict[str, frozenset[str]], dict[str, str]] | None = None
-
-
-# A light suffix stemmer so that MeSH adjectives meet ICD nouns ("Mediastinal" ~ "mediastinum",
-# "Prostatic" ~ "prostate", "Uterine" ~ "uterus").  No "-itis" / "-ion": "appendiceal" must not
-# meet "appendicitis", nor "conduct" "conduction".
-_SUFFIXES = ("ative", "ive", "ical", "ian", "ine", "eal", "ic", "al", "ar", "ary", "um", "us", "ia", "es", "s",
-             "y", "e", "a")
-# Words a name may lack and still be the same disease ("Migraine Disorders" = "Migraine").
-_OPTIONAL = frozenset("disease disorder syndrome condition".split())
-
-
-def _stem(word: str) -> str:
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[: -len(suffix)]
-    return word
-
-
-def _icd_tokens(text: str) -> frozenset[str]:
-    text = text.lower().split(" without ")[0]  # "... without heart failure" is not about heart failure
-    text = re.sub(r"\bnon-?\s?[a-z]+", " ", text)  # "non-ischemic" is not about ischemia
-    return frozenset(_stem(w) for w in re.findall(r"[a-z0-9]+", text) if w not in _ICD_STOP)
-
-
-def _icd_main_tokens(text: str) -> frozenset[str]:
-    """Without bracketed asides: "Panic disorder [episodic paroxysmal anxiety]" is "panic disorder"."""
-    return _icd_tokens(re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", text))
-
-
-_OPTIONAL_STEMS = frozenset(_stem(w) for w in _OPTIONAL)
-# A code about a circumstance of the disease, not the disease, unless the name asks for it.
-_CIRCUMSTANCE_STEMS = frozenset(_stem(w) for w in (
-    "postprocedural sequelae history newborn perinatal congenital pregnancy puerperium childbirth "
-    "screening encounter family personal complicating infant mother").split())
-
-
-def _icd_load():
-    global _icd_index
-    with _icd_lock:
-        if _icd_index is not None:
-            return _icd_index
-        try:
-            import simple_icd_10_cm as cm  # ~1.7 s: parses the packaged XML once per process
-        except ImportError:
-            _icd_index = ({}, {}, {})
-            return _icd_index
-        postings: dict[str, set[str]] = defaultdict(set)
-        tokens: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
-        descriptions: dict[str, str] = {}
-        for code in cm.get_all_codes(True):
-            # no chapters/blocks; no injury (S, T), external-cause (V-Y) or health-status (Z) codes
-            if cm.is_chapter_or_block(code) or code[0] in "STVWXYZ":
-                continue
-            desc = cm.get_description(code)
-            toks = _icd_tokens(desc)
-            if not toks:
-                continue
-            descriptions[code] = desc
-            tokens[code] = (toks, _icd_main_tokens(desc))
-            for t in toks:
-                postings[t].add(code)
-        _icd_index = (dict(postings), tokens, descriptions)
-        return _icd_index
-
-
-def _invert_mesh(name: str) -> str:
-    return " ".join(reversed([p.strip() for p in name.split(",")])) if "," in name else name
-
-
-@lru_cache(maxsize=4096)
-def _icd10cm_matches_cached(name: str, limit: int) -> tuple[tuple[str, str, str, float], ...]:
-    postings, tokens, descriptions = _icd_load()
-    query = _icd_tokens(_invert_mesh(name))
-    if not query or not postings:
-        return ()
-    required = query - _OPTIONAL_STEMS
-    if not required:
-        return ()
-    # every required word must be there: "Vascular Neoplasms" is no "vascular dementia"
-    candidates = set.intersection(*(postings.get(t, set()) for t in required))
-    scored = []
-    for code in candidates:
-        toks, main = tokens[code]
-        if (toks & _CIRCUMSTANCE_STEMS) - query:
-            continue
-        jaccard = len(query & main) / len(query | main)
-        exact = main - _OPTIONAL_STEMS == required
-        if exact or jaccard >= 0.33:
-            # ties: prefer the general ("Unspecified malaria") over "Other ..." residual codes, then
-            # the shortest wording ("Rheumatoid arthritis, unspecified" over "... without rheumatoid factor")
-            desc = descriptions[code]
-            other = desc.lower().startswith("other")
-            scored.append((not exact, -jaccard, other, len(desc.split()), len(code), code, jaccard, exact))
-    scored.sort()
-    return tuple((code, descriptions[code], "exact" if exact else "tokens", round(jaccard, 3))
-                 for *_, code, jaccard, exact in scored[:limit])
-
-
-def icd10cm_matches(name: str, limit: int = 3) -> list[dict]:
-    """Best ICD-10-CM 2026 codes for a disease name ("Malaria" -> B54 "Unspecified malaria")."""
-    return [{"code": c, "description": d, "match": m, "similarity": s}
-            for c, d, m, s in _icd10cm_matches_cached(name, limit)]
 
 
 @dataclass
@@ -483,9 +298,6 @@ class _Scored:
 
 # --- the ranker --------------------------------------------------------------------------------------------
 
-_CONCEPT_RE = re.compile(r"^(?:MESH:)?[CD]\d{6,9}$", re.IGNORECASE)
-
-
 class DiagnosisRanker:
     """Cosine ranking of diseases against a case's findings over the HSDN TF-IDF matrix, plus the
     optional corpus, HPO and embedding components (see the module docstring)."""
@@ -501,7 +313,7 @@ class DiagnosisRanker:
         self.disease_xrefs = disease_xrefs
         self.disease_aliases = disease_aliases or [[] for _ in disease_ids]  # e.g. HSDN's DOID name
         # what the embedding component encodes per disease (default: the name in natural word order)
-        self.disease_texts = disease_texts or [_invert_mesh(n) for n in disease_names]
+        self.disease_texts = disease_texts or [invert_mesh_name(n) for n in disease_names]
         self.symptom_ids = symptom_ids
         self.symptom_names = symptom_names
         self.matrix = matrix  # diseases x symptoms, rows L2-normalised
@@ -537,7 +349,7 @@ class DiagnosisRanker:
         if mesh_tree_path == "auto":
             guess = Path(hsdn_path).resolve().parent.parent / "mesh-2015" / "tree-numbers.tsv"
             mesh_tree_path = guess if guess.is_file() else None
-        return cls.from_links(_read_hsdn(hsdn_path), mesh_tree_path=mesh_tree_path, **options)
+        return cls.from_links(read_hsdn(hsdn_path), mesh_tree_path=mesh_tree_path, **options)
 
     @classmethod
     def from_links(cls, links: Sequence[HsdnLink], *, exclude_diseases: Iterable[str] = frozenset(),
@@ -603,24 +415,23 @@ class DiagnosisRanker:
             texts = []
             for i, name in enumerate(disease_names):
                 top = [j for j in np.argsort(-raw[i], kind="stable")[:N_TEXT_SYMPTOMS] if raw[i, j] > 0]
-                texts.append(f"{_invert_mesh(name)}: " + ", ".join(_invert_mesh(symptom_names[j]) for j in top))
+                texts.append(f"{invert_mesh_name(name)}: " + ", ".join(invert_mesh_name(symptom_names[j]) for j in top))
 
         wanted = set(disease_ids) | set(symptom_ids)
         if mesh_trees is not None:
             trees = {cid: tuple(numbers) for cid, numbers in
                      ((normalize_concept_id(k), v) for k, v in mesh_trees.items()) if cid in wanted and numbers}
         else:
-            trees = _read_trees(Path(mesh_tree_path), wanted) if mesh_tree_path else {}
-        ancestors = _symptom_ancestors(trees, symptom_ids) if trees and propagate_hierarchy else {}
-        matrix = _weigh_and_normalise(_propagate_up(matrix, ancestors), weighting)
+            trees = read_trees(Path(mesh_tree_path), wanted) if mesh_tree_path else {}
+        ancestors = symptom_ancestors(trees, symptom_ids) if trees and propagate_hierarchy else {}
+        matrix = _weigh_and_normalise(propagate_up(matrix, ancestors), weighting)
 
         if vocabulary is None:
             vocabulary = SymptomVocabulary.from_names(dict(zip(symptom_ids, symptom_names, strict=True)))
-        sex_specific = _sex_specific(trees, disease_ids)
         return cls(disease_ids=disease_ids, disease_names=disease_names, disease_xrefs=xrefs,
                    symptom_ids=symptom_ids, symptom_names=symptom_names, matrix=matrix, vocabulary=vocabulary,
-                   abbreviations=abbreviations, sex_specific=sex_specific, icd10=icd10, disease_aliases=aliases,
-                   disease_texts=texts, symptom_ancestors=ancestors)
+                   abbreviations=abbreviations, sex_specific=sex_specific(trees, disease_ids), icd10=icd10,
+                   disease_aliases=aliases, disease_texts=texts, symptom_ancestors=ancestors)
 
     # --- optional evidence sources ---
     def use_corpus(self, links: Iterable[tuple[str, str, int]]) -> dict:
@@ -645,7 +456,7 @@ class DiagnosisRanker:
         idf = np.log(len(self.disease_ids) / np.maximum(diseases_with, 1))
         tfidf = sparse.csr_matrix(counts * idf)
         tfidf.eliminate_zeros()
-        corpus = _weigh_and_normalise(_propagate_up(tfidf, self.symptom_ancestors), "sqrt").toarray()
+        corpus = _weigh_and_normalise(propagate_up(tfidf, self.symptom_ancestors), "sqrt").toarray()
         self._corpus = corpus  # one assignment: a concurrent rank() sees the old or the new matrix
         self.corpus_stats = {"pairs": int(np.count_nonzero(counts)), "diseases": int(np.count_nonzero(counts.sum(1))),
                              "symptoms": int(np.count_nonzero(diseases_with))}
@@ -670,46 +481,10 @@ class DiagnosisRanker:
 
     # --- inputs ---
     def resolve(self, findings: Sequence[Finding | str | Mapping]) -> list[Finding]:
-        """Findings as given -> :class:`Finding` objects.
-
-        A string is a concept id ("MESH:D005334", "D005334"), a vocabulary name ("Chest Pain",
-        "Angina, Unstable", "shortness of breath") or free text ("no fever", "SOB") that goes
-        through :func:`extract_findings`; a string that maps to nothing is kept with
-        ``concept_id=None`` so that callers can report it (the HPO and embedding components still
-        read its text, e.g. an HPO id "HP:0001945").  A mapping may carry ``concept_id``,
-        ``text`` and ``negated``.
-        """
-        out: list[Finding] = []
-        for item in findings:
-            if isinstance(item, Finding):
-                out.append(item)
-            elif isinstance(item, Mapping):
-                negated = bool(item.get("negated", False))
-                cid = item.get("concept_id")
-                text = str(item.get("text") or item.get("name") or cid or "")
-                if cid:
-                    cid = normalize_concept_id(str(cid))
-                    out.append(Finding(text, cid, self.vocabulary.name_of(cid) or self._symptom_name(cid),
-                                       negated, (0, len(text))))
-                else:
-                    resolved = self.resolve([text])
-                    out.extend(Finding(f.text, f.concept_id, f.name, f.negated or negated, f.span) for f in resolved)
-            elif isinstance(item, str):
-                text = item.strip()
-                if _CONCEPT_RE.match(text):
-                    cid = normalize_concept_id(text)
-                    out.append(Finding(text, cid, self.vocabulary.name_of(cid) or self._symptom_name(cid),
-                                       False, (0, len(item))))
-                    continue
-                hit = self.vocabulary.lookup(text)
-                if hit:
-                    out.append(Finding(text, hit[0], hit[1], False, (0, len(item))))
-                    continue
-                found = extract_findings(item, self.vocabulary, self.abbreviations)
-                out.extend(found or [Finding(text, None, None, False, (0, len(item)))])
-            else:
-                raise TypeError(f"a finding must be a Finding, str or mapping, not {type(item).__name__}")
-        return out
+        """Findings as given -> :class:`Finding` objects, through
+        :func:`medassist.knowledge.findings.resolve_findings` with this ranker's vocabulary and
+        abbreviations (a coded symptom the vocabulary does not name takes the ranker's name for it)."""
+        return resolve_findings(findings, self.vocabulary, self.abbreviations, name_of=self._symptom_name)
 
     def _symptom_name(self, cid: str) -> str | None:
         j = self._symptom_index.get(cid)
@@ -893,7 +668,7 @@ def _weigh_and_normalise(matrix: sparse.csr_matrix, weighting: str) -> sparse.cs
 def _findings_text(findings: Sequence[Finding]) -> str:
     """What the embedding component encodes for a case: its present findings, named as the
     vocabulary names them (the text as written when the vocabulary does not know it)."""
-    names = [_invert_mesh(f.name) if f.name else f.text.strip() for f in findings if not f.negated]
+    names = [invert_mesh_name(f.name) if f.name else f.text.strip() for f in findings if not f.negated]
     return ", ".join(dict.fromkeys(n for n in names if n))
 
 
@@ -948,168 +723,3 @@ def _explain(name: str, rank: int, score: float, matched: list[dict], contradict
     if notes:
         sentence += f" ({notes[0]})"
     return sentence + "."
-
-
-# --- evaluation --------------------------------------------------------------------------------------------
-
-def cases_from_hsdn_holdout(hsdn_path: Path, *, fraction: float = 0.2, seed: int = 0, findings_per_case: int = 5,
-                            n_cases: int | None = None, pool_size: int | None = None, kept_links: int = 1
-                            ) -> tuple[set[tuple[str, str]], list[dict]]:
-    """Vignettes with held-out symptom links: a non-circular test of the ranker.
-
-    Holding whole diseases out makes them unrankable (no row), and building cases from the very
-    links the ranker holds is circular (the case *is* the disease's row).  So we hold out links:
-
-    * a *fold* samples ``fraction`` of the eligible diseases (those with >= 2 x
-      ``findings_per_case`` links, so a disease keeps a real profile after the hold-out);
-    * for each sampled disease, a case is ``findings_per_case`` symptoms drawn uniformly from its
-      ``pool_size`` (default 3 x ``findings_per_case``) most co-occurring symptoms -- the ones a
-      typical presentation would show, not its rarest associations;
-    * all of the case's (disease, symptom) links are held out of that fold's ranker **except
-      one** (chosen at random): with zero overlap a cosine ranker cannot score the disease at all,
-      so that case would measure vocabulary coverage rather than ranking.  The other
-      ``findings_per_case - 1`` findings are unknown to the disease's row, but they still attract
-      every *other* disease that has them -- the test asks whether one remaining link plus the
-      disease's specificity beats all competitors carrying the rest of the evidence.  That is
-      harsher than real use, where most of a patient's findings are in the knowledge;
-    * folds repeat (fresh disease samples) until ``n_cases`` cases exist (default: one fold).
-
-    Returns ``(held_out_links, cases)``: the union of held-out (disease id, symptom id) pairs, and
-    JSONL-style cases ``{"findings", "age", "sex", "diagnosis", "codes", "fold", "held_out_links"}``.
-    :func:`evaluate` ranks each case with a ranker built without exactly *that case's* links (so
-    competitors keep all of theirs); ~15 ms a build, ~3 s for 200 cases.
-    """
-    import random
-
-    links = _read_hsdn(hsdn_path)
-    by_disease: dict[str, list[HsdnLink]] = defaultdict(list)
-    for link in links:
-        by_disease[link.disease_id].append(link)
-    eligible = sorted(d for d, ls in by_disease.items() if len(ls) >= 2 * findings_per_case)
-    per_fold = max(1, round(fraction * len(eligible)))
-    pool_size = pool_size or 3 * findings_per_case
-    rng = random.Random(seed)
-    target = n_cases if n_cases is not None else per_fold
-
-    cases: list[dict] = []
-    held_all: set[tuple[str, str]] = set()
-    fold = 0
-    while len(cases) < target:
-        for disease in rng.sample(eligible, per_fold):
-            if len(cases) >= target:
-                break
-            ranked = sorted(by_disease[disease], key=lambda lk: (-lk.cooccurs, -lk.tfidf, lk.symptom_id))
-            chosen = rng.sample(ranked[:pool_size], findings_per_case)
-            keep = set(rng.sample(range(findings_per_case), min(kept_links, findings_per_case)))
-            held = [[disease, lk.symptom_id] for k, lk in enumerate(chosen) if k not in keep]
-            held_all.update((d, s) for d, s in held)
-            first = chosen[0]
-            cases.append({
-                "findings": [lk.symptom_name for lk in chosen],
-                "age": None,
-                "sex": None,
-                "diagnosis": first.disease_name,
-                "codes": [disease] + ([first.doid] if first.doid else []),
-                "fold": fold,
-                "held_out_links": held,
-            })
-        fold += 1
-    return held_all, cases
-
-
-def _same_disease(diagnosis: Diagnosis, case: Mapping) -> bool:
-    return _is_case_disease(diagnosis.concept_id, diagnosis.name, diagnosis.xrefs, case)
-
-
-def _is_case_disease(concept_id: str, name: str, xrefs: Sequence[str], case: Mapping) -> bool:
-    """MeSH id first (strict: HSDN maps Myocardial Ischemia and Coronary Artery Disease to one DOID);
-    a DOID only when the case has no MeSH code; the name only when it has no code at all."""
-    codes = {normalize_concept_id(str(c)) for c in case.get("codes") or []}
-    mesh = {c for c in codes if c.startswith("MESH:")}
-    if mesh:
-        return concept_id in mesh
-    if codes:
-        return bool(codes & set(xrefs))
-    return name.strip().lower() == str(case.get("diagnosis", "")).strip().lower()
-
-
-def evaluate(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequence[Mapping], *,
-             weights: ComponentWeights | None = None, encoder: TextEncoder | None = None) -> dict:
-    """Top-1/3/10 (and top-20, mean reciprocal rank within the top 20) accuracy over JSONL-style cases.
-
-    ``ranker_factory(exclude_links)`` is called once per distinct set of held-out links (a case's
-    ``held_out_links``, i.e. once per case of :func:`cases_from_hsdn_holdout`; once with
-    ``frozenset()`` for all cases without any) and must return a ranker built without them, e.g.
-    ``lambda links: DiagnosisRanker.from_hsdn(path, exclude_links=links, icd10=False)``.
-    A case is a hit at k when a diagnosis in the top k has the case's MeSH id among ``codes``
-    (or the same DOID, or -- when neither is given -- the same name).  ``weights``/``encoder`` go
-    to :meth:`DiagnosisRanker.rank`.
-    """
-    return evaluate_many(ranker_factory, cases, {"": {"weights": weights, "encoder": encoder}})[""]
-
-
-def evaluate_many(ranker_factory: Callable[[frozenset], DiagnosisRanker], cases: Sequence[Mapping],
-                  configurations: Mapping[str, Mapping]) -> dict[str, dict]:
-    """:func:`evaluate` for several configurations (label -> ``rank()`` keyword arguments, e.g.
-    ``{"weights": ComponentWeights(hpo=0.5)}``) on the same cases and the same rankers: each
-    ranker is built once and ranks every case under every configuration."""
-    depth = 20  # deep enough for the top-20 figure (Semigran et al. report top 20)
-    groups: dict[frozenset, list[Mapping]] = defaultdict(list)
-    for case in cases:
-        groups[frozenset(tuple(x) for x in case.get("held_out_links") or ())].append(case)
-
-    ranks: dict[str, list[int | None]] = {label: [] for label in configurations}
-    latencies: dict[str, list[float]] = {label: [] for label in configurations}
-    for links, group in groups.items():
-        ranker = ranker_factory(links)
-        for case in group:
-            findings = ranker.resolve(case["findings"])  # once per case, whatever the configuration
-            for label, kwargs in configurations.items():
-                t0 = time.perf_counter()
-                order = ranker.ranked_indices(findings, top_k=depth, age=case.get("age"), sex=case.get("sex"),
-                                              **kwargs)
-                latencies[label].append((time.perf_counter() - t0) * 1000)
-                ranks[label].append(next((k for k, i in enumerate(order, start=1) if _is_case_disease(
-                    ranker.disease_ids[i], ranker.disease_names[i], ranker.disease_xrefs[i], case)), None))
-    return {label: _metrics(ranks[label], latencies[label], len(groups)) for label in configurations}
-
-
-def _metrics(ranks: list[int | None], latencies: list[float], rankers_built: int) -> dict:
-    n = len(ranks)
-
-    def at(k: int) -> float:
-        return round(sum(1 for r in ranks if r is not None and r <= k) / n, 4) if n else 0.0
-
-    return {
-        "n": n,
-        "top1": at(1),
-        "top3": at(3),
-        "top10": at(10),
-        "top20": at(20),
-        "mrr_at_20": round(sum(1.0 / r for r in ranks if r is not None) / n, 4) if n else 0.0,
-        "outside_top20": sum(1 for r in ranks if r is None),
-        "rank_ms_median": round(statistics.median(latencies), 3) if latencies else None,
-        "rank_ms_max": round(max(latencies), 3) if latencies else None,
-        "rankers_built": rankers_built,
-    }
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    """``python -m medassist.knowledge.diagnosis [shared-data-dir] [n_cases]``: the hold-out evaluation."""
-    import json
-    import os
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    root = Path(args[0] if args else os.environ.get("MEDASSIST_SHARED_DATA", "../shared/data"))
-    n_cases = int(args[1]) if len(args) > 1 else 200
-    hsdn = root / "hsdn-symptoms-disease" / "symptoms-DO.tsv"
-    _, cases = cases_from_hsdn_holdout(hsdn, n_cases=n_cases)
-    held_out = evaluate(lambda links: DiagnosisRanker.from_hsdn(hsdn, exclude_links=links, icd10=False), cases)
-    full = evaluate(lambda links: DiagnosisRanker.from_hsdn(hsdn, icd10=False),
-                    [{**c, "held_out_links": []} for c in cases])
-    print(json.dumps({"link_holdout": held_out, "no_holdout_upper_bound": full}, indent=2))
-
-
-if __name__ == "__main__":
-    _main()

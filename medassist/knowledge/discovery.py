@@ -8,7 +8,8 @@ no Python loop over all nodes (the only Python loops run over the <= ``top_k`` r
 candidates while the optional ``allowed`` filter rejects them, and over input edges while building).
 
 This module is deliberately free of Django: it works on plain data (:class:`Edge` records) so the
-Django layer can feed it from the database, and the evaluation functions can feed it from files.
+Django layer can feed it from the database (``knowledge.selectors.cooccurrence_graph``), and the
+evaluation can feed it from files.
 
 Measures (``MEASURES``), for a pair (A, C) with neighbour sets N(.) and B ranging over N(A) ∩ N(C):
 
@@ -32,23 +33,16 @@ Measures (``MEASURES``), for a pair (A, C) with neighbour sets N(.) and B rangin
 with their contribution to the score (for ``linking_terms`` 1 each, ``jaccard`` 1/|N(A) ∪ N(C)|
 each, the others their summand), ties broken by the weaker of the two counts n_AB, n_BC, then id.
 
-Evaluation (:func:`edge_holdout_auc`, :func:`time_sliced_auc`, :func:`gold_ranks`) compares the
-measures: hidden/future links should score higher than pairs that never link.
-
-Small loaders for the shared research data formats (MEDLINE disease co-occurrence TSV, PubMedQA MeSH
-lists, the medline-discoveries gold pairs, MeSH 2015 terms) are at the end; they take paths, and
-never copy data anywhere.
+The evaluation that compares the measures (edge hold-out and time-sliced AUC, gold-pair ranks: hidden
+or future links should score higher than pairs that never link) and the loaders of the shared research
+files it reads are :mod:`medassist.tools.evaluation.discovery` (``manage.py evaluate hypothesis``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,13 +55,7 @@ __all__ = [
     "Edge",
     "Hypothesis",
     "CooccurrenceGraph",
-    "edge_holdout_auc",
-    "time_sliced_auc",
-    "gold_ranks",
-    "load_medline_disease_edges",
-    "load_pubmedqa_mesh_edges",
-    "load_mesh_terms",
-    "load_annotated_relations",
+    "check_measure",
 ]
 
 
@@ -94,7 +82,8 @@ class Hypothesis:
     linking_terms: int = 0  # |N(A) ∩ N(C)|, all B concepts (bridges may be cut at max_bridges)
 
 
-def _check_measure(measure: str) -> None:
+def check_measure(measure: str) -> None:
+    """ValueError unless ``measure`` is one of ``MEASURES``."""
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES}")
 
@@ -145,10 +134,12 @@ class CooccurrenceGraph:
         index = {c: i for i, c in enumerate(ids)}
         rows = np.fromiter((index[x] for x in a_ids), dtype=np.int64, count=len(a_ids))
         cols = np.fromiter((index[x] for x in b_ids), dtype=np.int64, count=len(b_ids))
-        return cls._from_index_arrays(ids, rows, cols, np.asarray(counts, dtype=np.float64))
+        return cls.from_index_arrays(ids, rows, cols, np.asarray(counts, dtype=np.float64))
 
     @classmethod
-    def _from_index_arrays(cls, ids: list[str], rows: np.ndarray, cols: np.ndarray, w: np.ndarray) -> CooccurrenceGraph:
+    def from_index_arrays(cls, ids: list[str], rows: np.ndarray, cols: np.ndarray, w: np.ndarray) -> CooccurrenceGraph:
+        """The graph of edges (ids[rows[k]], ids[cols[k]]) with counts w[k]: duplicate pairs (either
+        orientation) summed; the node list is ``ids`` as given (nodes without an edge included)."""
         n = len(ids)
         # Both orientations; tocsr() sums duplicates, which sums repeated pairs in either orientation.
         m = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=(n, n))
@@ -183,10 +174,15 @@ class CooccurrenceGraph:
     def _neighbor_idx(self, i: int) -> np.ndarray:
         return self._b.indices[self._b.indptr[i] : self._b.indptr[i + 1]]
 
-    def _edge_keys(self) -> np.ndarray:
+    def edge_keys(self) -> np.ndarray:
         """Sorted keys u*n+v (u < v) of the undirected edges."""
         coo = sp.triu(self._b, k=1).tocoo()
         return np.sort(coo.row.astype(np.int64) * len(self.ids) + coo.col.astype(np.int64))
+
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(u, v, count) of every undirected edge once (u < v, node indices), in row-major order."""
+        tri = sp.triu(self._w, k=1).tocoo()
+        return tri.row.astype(np.int64), tri.col.astype(np.int64), tri.data
 
     # ------------------------------------------------------------------ measure ingredients
     def _pmi(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -278,7 +274,7 @@ class CooccurrenceGraph:
         rank order until ``top_k`` pass.  Ties are broken by more linking terms, then by id.
         Returns [] for an unknown start concept.
         """
-        _check_measure(measure)
+        check_measure(measure)
         i = self.index.get(start)
         if i is None or top_k <= 0:
             return []
@@ -316,7 +312,7 @@ class CooccurrenceGraph:
 
         Computed as in :meth:`discover` but whether or not a and c are already linked.
         """
-        _check_measure(measure)
+        check_measure(measure)
         out = np.zeros(len(pairs), dtype=np.float64)
         ia = np.fromiter((self.index.get(a, -1) for a, _ in pairs), dtype=np.int64, count=len(pairs))
         ic = np.fromiter((self.index.get(c, -1) for _, c in pairs), dtype=np.int64, count=len(pairs))
@@ -366,160 +362,10 @@ class CooccurrenceGraph:
         return n, info
 
 
-# ---------------------------------------------------------------------- evaluation
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    from sklearn.metrics import roc_auc_score  # local: only the evaluation needs sklearn
-
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    return float(roc_auc_score(y, np.concatenate([pos, neg])))
-
-
-def _sample_non_edges(n: int, forbidden: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to k distinct random node pairs (keys u*n+v, u < v) whose keys are not in sorted ``forbidden``."""
-    if k <= 0 or n < 2:
-        return np.empty(0, dtype=np.int64)
-    possible = n * (n - 1) // 2 - len(forbidden)
-    if n <= 3000 or possible <= 4 * k:
-        # Small graph: enumerate the complement exactly (<= 4.5M pairs), then draw without replacement.
-        u, v = np.triu_indices(n, 1)
-        keys = u.astype(np.int64) * n + v
-        keys = keys[~np.isin(keys, forbidden, assume_unique=True)]
-        return rng.choice(keys, size=min(k, len(keys)), replace=False)
-    got = np.empty(0, dtype=np.int64)
-    while len(got) < k:
-        u = rng.integers(0, n, size=2 * k)
-        v = rng.integers(0, n, size=2 * k)
-        lo, hi = np.minimum(u, v), np.maximum(u, v)
-        keys = (lo * n + hi)[lo != hi]
-        keys = keys[~np.isin(keys, forbidden)]
-        _, first = np.unique(np.concatenate([got, keys]), return_index=True)
-        got = np.concatenate([got, keys])[np.sort(first)]  # dedupe, keep draw order
-    return got[:k]
-
-
-def _keys_to_pairs(graph: CooccurrenceGraph, keys: np.ndarray) -> list[tuple[str, str]]:
-    n = len(graph.ids)
-    return [(graph.ids[int(k) // n], graph.ids[int(k) % n]) for k in keys]
-
-
-def edge_holdout_auc(edges: list[Edge], *, measure: str, holdout_fraction: float = 0.1, seed: int = 0) -> dict:
-    """Link-prediction AUC: hide a random ``holdout_fraction`` of the (deduplicated) edges.
-
-    Only edges whose two endpoints keep degree >= 1 are hidden (so every held-out pair is scored
-    between nodes the training graph knows).  Positives = hidden pairs scored on the training graph;
-    negatives = as many random node pairs of the training graph that are not edges of the full graph.
-    """
-    _check_measure(measure)
-    rng = np.random.default_rng(seed)
-    full = CooccurrenceGraph.from_edges(edges)
-    tri = sp.triu(full._w, k=1).tocoo()
-    u, v, w = tri.row.astype(np.int64), tri.col.astype(np.int64), tri.data
-    m = len(w)
-    target = int(round(holdout_fraction * m))
-    deg = full.degree.copy()
-    held = np.zeros(m, dtype=bool)
-    n_held = 0
-    for e in rng.permutation(m):  # evaluation only: one pass over the edges
-        if n_held >= target:
-            break
-        if deg[u[e]] > 1 and deg[v[e]] > 1:
-            deg[u[e]] -= 1
-            deg[v[e]] -= 1
-            held[e] = True
-            n_held += 1
-    train = CooccurrenceGraph._from_index_arrays(full.ids, u[~held], v[~held], w[~held])
-    pos_pairs = [(full.ids[a], full.ids[b]) for a, b in zip(u[held], v[held], strict=True)]
-    neg_keys = _sample_non_edges(len(full.ids), full._edge_keys(), len(pos_pairs), rng)
-    neg_pairs = _keys_to_pairs(full, neg_keys)
-    pos = train.score_pairs(pos_pairs, measure=measure)
-    neg = train.score_pairs(neg_pairs, measure=measure)
-    return {
-        "auc": _auc(pos, neg),
-        "positives": len(pos_pairs),
-        "negatives": len(neg_pairs),
-        "measure": measure,
-        "nodes": len(full.ids),
-        "train_edges": train.n_edges,
-    }
-
-
-def time_sliced_auc(edges: list[Edge], *, cutoff_year: int, measure: str, seed: int = 0) -> dict:
-    """Future-link AUC: graph from edges up to ``cutoff_year`` (plus undated ones).
-
-    Positives = pairs first co-occurring after the cutoff, both concepts already in the pre-cutoff
-    graph, not linked in it.  Negatives = as many random pre-cutoff node pairs that link neither
-    before nor after the cutoff.  Both are scored on the pre-cutoff graph.
-    """
-    _check_measure(measure)
-    rng = np.random.default_rng(seed)
-    train = CooccurrenceGraph.from_edges(edges, until_year=cutoff_year)
-    n = len(train.ids)
-    post: set[int] = set()
-    for e in edges:
-        if e.year is None or e.year <= cutoff_year or e.count <= 0 or e.a == e.b:
-            continue
-        i, j = train.index.get(e.a), train.index.get(e.b)
-        if i is None or j is None:
-            continue
-        post.add(min(i, j) * n + max(i, j))
-    pre_keys = train._edge_keys()
-    post_keys = np.array(sorted(post), dtype=np.int64)
-    pos_keys = post_keys[~np.isin(post_keys, pre_keys, assume_unique=True)]
-    forbidden = np.union1d(pre_keys, post_keys)
-    neg_keys = _sample_non_edges(n, forbidden, len(pos_keys), rng)
-    pos = train.score_pairs(_keys_to_pairs(train, pos_keys), measure=measure)
-    neg = train.score_pairs(_keys_to_pairs(train, neg_keys), measure=measure)
-    return {
-        "auc": _auc(pos, neg),
-        "positives": len(pos_keys),
-        "negatives": len(neg_keys),
-        "measure": measure,
-        "cutoff_year": cutoff_year,
-        "nodes": n,
-        "train_edges": train.n_edges,
-    }
-
-
-def gold_ranks(graph: CooccurrenceGraph, gold_pairs: list[tuple[str, str]], *, measure: str) -> list[dict]:
-    """Rank of each gold target C among all C candidates of its start A (1 = best).
-
-    Every pair gets a dict with ``start``, ``target``, ``covered`` and either ``rank``, ``ties``,
-    ``candidates``, ``percentile`` (100 = ranked first, by mid-rank among ties), ``score``, or a
-    ``reason`` why it is not covered: a concept missing from the graph, the pair already directly
-    linked (not a discovery for this graph), or no linking term (C is not a candidate of A).
-    """
-    _check_measure(measure)
-    by_start: dict[str, list[int]] = {}
-    out: list[dict] = []
-    for k, (a, c) in enumerate(gold_pairs):
-        rec: dict = {"start": a, "target": c, "covered": False}
-        out.append(rec)
-        if a not in graph:
-            rec["reason"] = "start not in graph"
-        elif c not in graph:
-            rec["reason"] = "target not in graph"
-        elif a == c:
-            rec["reason"] = "start == target"
-        elif graph.has_edge(a, c):
-            rec["reason"] = "already directly linked"
-        else:
-            by_start.setdefault(a, []).append(k)
-    for a, ks in by_start.items():  # one candidate scoring per distinct start
-        n, infos = graph.candidate_ranks(a, [gold_pairs[k][1] for k in ks], measure=measure)
-        for k, info in zip(ks, infos, strict=True):
-            out[k]["candidates"] = n
-            if info is None:
-                out[k]["reason"] = "no linking term (target is not a candidate)"
-            else:
-                out[k].update(info, covered=True)
-    return out
-
-
-# ---------------------------------------------------------------------- loaders (plain files)
+# ---------------------------------------------------------------------- generic concepts
 # MeSH check tags: demographic/organism descriptors attached to most records.  As co-occurrence
-# nodes they are hubs that bridge everything and mean nothing, so the PubMedQA loader drops them.
+# nodes they are hubs that bridge everything and mean nothing, so the corpus graph
+# (selectors.cooccurrence_graph) and the PubMedQA loader of the evaluation drop them.
 CHECK_TAGS = frozenset(
     {
         "Humans", "Animals", "Male", "Female", "Pregnancy",
@@ -527,69 +373,3 @@ CHECK_TAGS = frozenset(
         "Adult", "Middle Aged", "Aged", "Aged, 80 and over",
     }
 )  # fmt: skip
-
-
-def load_medline_disease_edges(path: str | Path) -> tuple[list[Edge], dict[str, str]]:
-    """dhimmel/medline ``disease-disease-cooccurrence.tsv`` -> (undated edges, DOID -> name).
-
-    The file lists every pair in both orientations (and pairs that never co-occur, count 0):
-    keep one row per unordered pair, since :meth:`CooccurrenceGraph.from_edges` sums duplicates.
-    """
-    edges: list[Edge] = []
-    names: dict[str, str] = {}
-    seen: set[tuple[str, str]] = set()
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            a, b = row["doid_code_0"], row["doid_code_1"]
-            names[a], names[b] = row["doid_name_0"], row["doid_name_1"]
-            key = (a, b) if a < b else (b, a)
-            if key in seen:
-                continue
-            seen.add(key)
-            edges.append(Edge(a, b, float(row["cooccurrence"])))
-    return edges, names
-
-
-def load_mesh_terms(path: str | Path) -> dict[str, str]:
-    """MeSH ``terms.tsv`` (mesh_id, mesh_name) -> {preferred name: descriptor id}."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {r["mesh_name"]: r["mesh_id"] for r in csv.DictReader(fh, delimiter="\t")}
-
-
-def load_pubmedqa_mesh_edges(
-    path: str | Path,
-    *,
-    name_to_id: Mapping[str, str] | None = None,
-    exclude: Iterable[str] = CHECK_TAGS,
-    include_undated: bool = False,
-) -> list[Edge]:
-    """PubMedQA records -> one Edge(count=1, year=record YEAR) per pair of its MeSH headings.
-
-    Concepts are MeSH names, or descriptor ids where ``name_to_id`` knows the name (unmapped names
-    stay names).  Records without a year are skipped unless ``include_undated`` (then year=None,
-    i.e. visible at every cutoff).
-    """
-    excluded = set(exclude)
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    edges: list[Edge] = []
-    for rec in data.values():
-        year = rec.get("YEAR")
-        if year is None and not include_undated:
-            continue
-        year = int(year) if year is not None else None
-        concepts = sorted({(name_to_id.get(m, m) if name_to_id else m) for m in (rec.get("MESHES") or []) if m not in excluded})
-        edges.extend(Edge(a, b, 1.0, year) for a, b in combinations(concepts, 2))
-    return edges
-
-
-def load_annotated_relations(path: str | Path) -> list[dict]:
-    """medline-discoveries ``annotated-relations.tsv`` rows (year -> int, gold.year -> int | None)."""
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            row = dict(row)
-            row["year"] = int(row["year"]) if row.get("year") not in (None, "", "NA") else None
-            gy = row.get("gold.year")
-            row["gold.year"] = int(gy) if gy not in (None, "", "NA") else None
-            out.append(row)
-    return out

@@ -42,7 +42,12 @@ Public interface::
     SymptomVocabulary.from_hsdn_and_mesh(hsdn_path, symptoms_path=None) / .from_names(...)
     Abbreviations.from_inventories(folder, min_share=0.6) / .from_mapping(...)
     extract_findings(text, vocab, abbreviations=None) -> list[Finding]
+    resolve_findings(findings, vocab, abbreviations=None, *, name_of=None) -> list[Finding]
     name_variants(name) -> list[str]   # "Angina, Unstable" -> [..., "Unstable Angina", ...]
+    invert_mesh_name(name) -> str      # "Angina, Unstable" -> "Unstable Angina"
+
+:func:`resolve_findings` is the one place where findings as callers give them (coded ids, vocabulary
+names, free text, mappings) become :class:`Finding` objects; the diagnosis ranker calls it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +65,10 @@ __all__ = [
     "Abbreviations",
     "AbbreviationSense",
     "extract_findings",
+    "resolve_findings",
     "normalize_concept_id",
     "name_variants",
+    "invert_mesh_name",
     "LAY_SYNONYMS",
 ]
 
@@ -211,11 +218,17 @@ def _plural_variants(word: str) -> list[str]:
     return [word + "s"]
 
 
+def invert_mesh_name(name: str) -> str:
+    """A MeSH comma form in natural word order: "Purpura, Thrombocytopenic, Idiopathic" ->
+    "Idiopathic Thrombocytopenic Purpura" (a name without a comma as it is)."""
+    return " ".join(reversed([p.strip() for p in name.split(",")])) if "," in name else name
+
+
 def _name_variants(name: str) -> list[tuple[str, int]]:
     """Surface variants of a MeSH preferred name, each with its priority."""
     out = [(name, _P_NAME)]
     if ", " in name:  # "Purpura, Thrombocytopenic, Idiopathic" -> "Idiopathic Thrombocytopenic Purpura"
-        out.append((" ".join(reversed([p.strip() for p in name.split(",")])), _P_INVERTED))
+        out.append((invert_mesh_name(name), _P_INVERTED))
     for text, _ in list(out):
         words = text.split(" ")
         for alt in _plural_variants(words[-1].lower()):
@@ -650,3 +663,56 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
             clause_start = len(findings)
         i += 1
     return findings
+
+
+# --- findings as callers give them -------------------------------------------------------------------------
+
+CONCEPT_ID_RE = re.compile(r"^(?:MESH:)?[CD]\d{6,9}$", re.IGNORECASE)  # a MeSH descriptor id, prefixed or not
+
+
+def resolve_findings(findings: Sequence[Finding | str | Mapping], vocab: SymptomVocabulary,
+                     abbreviations: Abbreviations | None = None, *,
+                     name_of: Callable[[str], str | None] | None = None) -> list[Finding]:
+    """Findings as given -> :class:`Finding` objects.
+
+    A string is a concept id ("MESH:D005334", "D005334"), a vocabulary name ("Chest Pain",
+    "Angina, Unstable", "shortness of breath") or free text ("no fever", "SOB") that goes
+    through :func:`extract_findings`; a string that maps to nothing is kept with
+    ``concept_id=None`` so that callers can report it (the HPO and embedding components still
+    read its text, e.g. an HPO id "HP:0001945").  A mapping may carry ``concept_id``,
+    ``text`` and ``negated``.  A coded id is named by ``vocab``, else by ``name_of(id)`` (e.g. the
+    ranker's own symptom names), else None.
+    """
+
+    def named(cid: str) -> str | None:
+        return vocab.name_of(cid) or (name_of(cid) if name_of else None)
+
+    out: list[Finding] = []
+    for item in findings:
+        if isinstance(item, Finding):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            negated = bool(item.get("negated", False))
+            cid = item.get("concept_id")
+            text = str(item.get("text") or item.get("name") or cid or "")
+            if cid:
+                cid = normalize_concept_id(str(cid))
+                out.append(Finding(text, cid, named(cid), negated, (0, len(text))))
+            else:
+                resolved = resolve_findings([text], vocab, abbreviations, name_of=name_of)
+                out.extend(Finding(f.text, f.concept_id, f.name, f.negated or negated, f.span) for f in resolved)
+        elif isinstance(item, str):
+            text = item.strip()
+            if CONCEPT_ID_RE.match(text):
+                cid = normalize_concept_id(text)
+                out.append(Finding(text, cid, named(cid), False, (0, len(item))))
+                continue
+            hit = vocab.lookup(text)
+            if hit:
+                out.append(Finding(text, hit[0], hit[1], False, (0, len(item))))
+                continue
+            found = extract_findings(item, vocab, abbreviations)
+            out.extend(found or [Finding(text, None, None, False, (0, len(item)))])
+        else:
+            raise TypeError(f"a finding must be a Finding, str or mapping, not {type(item).__name__}")
+    return out

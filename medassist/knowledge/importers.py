@@ -11,11 +11,15 @@ the same rows and deletes what the file no longer holds, never duplicates.
 - ``import_pubmedqa`` / ``import_medline``: abstracts -> ``Document``, their concepts ->
   ``DocumentConcept``, and then the corpus co-occurrence graph is recounted.
 
-Literature jobs with ``add_to_corpus`` add documents one chunk at a time through
-``knowledge.services.corpus_add_documents``, which reuses the pieces here: ``ConceptResolver``,
-``extracted_links``, ``concepts_ensure`` and ``corpus_cooccurrence_add`` (the same pair counting as
-``corpus_cooccurrence_rebuild``, added to the stored counts instead of replacing them).  Every
-corpus writer holds ``corpus_write_lock()`` so that a recount and an addition never interleave.
+The corpus writers and the concept resolution live in ``knowledge.corpus`` (``ConceptResolver``,
+``extracted_links``, ``corpus_cooccurrence_rebuild``/``_add``, ``cooccurrences_replace``,
+``corpus_write_lock``): the abstract importers here and literature jobs with ``add_to_corpus``
+(``knowledge.services.corpus_add_documents``, with ``concepts_ensure`` from here) write the corpus
+through them, so a job's document is linked and counted exactly as an imported one.  Every corpus
+writer holds ``corpus_write_lock()`` so that a recount and an addition never interleave.  The names
+are importable from here too.
+
+ICD-10-CM codes are read through ``knowledge.icd10`` (the one module that reads the package).
 
 Run ``import_mesh`` first: the other importers name concepts by MeSH id, and the abstract importers
 map extracted concepts to MeSH descriptors by name (the dictionary packages' own ids are often
@@ -24,24 +28,42 @@ wrong, see ``concepts.py``).  ``manage.py knowledge_import all`` does so.
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 
 from medassist.common.data_paths import IMPORTER_SOURCES, SHARED_FILES
 from medassist.common.parsers import parse_upload
 from medassist.knowledge import concepts as concept_extraction
 
-from .concepts import SEMANTIC_GROUPS  # one table of readable groups for extraction and imports
+from .corpus import (
+    BATCH_SIZE,
+    LOOKUP_BATCH,
+    SOURCE_DOID_MAP,
+    SOURCE_HEADING,
+    SOURCE_HPO,
+    SOURCE_HSDN,
+    SOURCE_ICD10CM,
+    SOURCE_MESH,
+    SOURCE_RANK,
+    ConceptResolver,
+    ExtractedLinks,
+    batched,
+    concept_row,
+    cooccurrences_replace,
+    corpus_cooccurrence_add,
+    corpus_cooccurrence_rebuild,
+    corpus_write_lock,
+    extracted_links,
+    semantic_group_for,
+)
+from .icd10 import icd10cm_codes
 from .models import Concept, Cooccurrence, Document, DocumentConcept
 
 __all__ = [
@@ -66,38 +88,10 @@ __all__ = [
     "cooccurrences_replace",
 ]
 
-# Any constant: the Postgres advisory lock that serialises writers of the corpus graph.
-_CORPUS_LOCK_KEY = 0x6D6564636F7270
-BATCH_SIZE = 5000  # rows per INSERT; Django lowers it where the database allows fewer parameters
-_LOOKUP_BATCH = 900  # ids per IN (...) query: below SQLite's historical 999-parameter limit
-
 # Where each source lives under MEDASSIST_SHARED_DATA (the first file is the importer's ``path``).
 DEFAULT_PATHS: dict[str, str] = {name: SHARED_FILES[name] for name in IMPORTER_SOURCES}
 MESH_TERMS_FILE = Path(SHARED_FILES["mesh_terms"]).name  # next to tree-numbers.tsv
 DOID_TO_MESH_FILE = Path(SHARED_FILES["doid_to_mesh"]).name  # next to disease-disease-cooccurrence.tsv
-
-_VOCABULARY_BY_PREFIX = {
-    "MESH": Concept.Vocabulary.MESH,
-    "DOID": Concept.Vocabulary.DOID,
-    "DRUGBANK": Concept.Vocabulary.DRUGBANK,
-    "HP": Concept.Vocabulary.HPO,  # native CURIEs: "HP:0001945"
-    "ICD10CM": Concept.Vocabulary.ICD10CM,
-}
-
-# Concept.source values, and which may rename a concept another source created.  The MeSH file is
-# the authority for MeSH names; HSDN, the DOID map and MEDLINE headings carry real NLM ids (names
-# sometimes from an older MeSH year); dictionary extraction carries ids that are often wrong.
-SOURCE_MESH = "mesh"
-SOURCE_HSDN = "hsdn"
-SOURCE_DOID_MAP = "medline-cooccurrence"
-SOURCE_HEADING = "medline-heading"
-SOURCE_EXTRACTION = "extraction"
-SOURCE_HPO = "hpo"  # the authorities of their own vocabularies (ids no other source creates)
-SOURCE_ICD10CM = "icd10cm"
-_SOURCE_RANK = {SOURCE_MESH: 3, SOURCE_HPO: 3, SOURCE_ICD10CM: 3, SOURCE_HSDN: 2, SOURCE_DOID_MAP: 2,
-                SOURCE_HEADING: 2, SOURCE_EXTRACTION: 1}
-
-T = TypeVar("T")
 
 
 class ImportFileMissing(FileNotFoundError):
@@ -117,11 +111,6 @@ class ImportResult:
 
 
 # --- small helpers ------------------------------------------------------------------------------------------
-
-
-def _batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _require(path: Path) -> Path:
@@ -145,48 +134,20 @@ def _year(value) -> int | None:
     return int(text) if text.isdecimal() else None
 
 
-def semantic_group_for(tree_numbers: Iterable[str]) -> str:
-    """Group of the first tree number in sorted order ("" without any).
-
-    Sorting makes "first" deterministic and means a descriptor filed both as a disease and a sign
-    (C10... and C23..., e.g. Seizures) counts as a disease; a pure C23 descriptor (Fever) is a sign.
-    """
-    trees = sorted(tree_numbers)
-    if not trees:
-        return ""
-    first = trees[0]
-    return SEMANTIC_GROUPS.get(first[:3]) or SEMANTIC_GROUPS.get(first[:1], "")
-
-
-def _concept(*, concept_id: str, name: str, source: str, tree_numbers: Sequence[str] = (),
-             semantic_group: str | None = None) -> Concept:
-    prefix, _, code = concept_id.partition(":")
-    return Concept(
-        id=concept_id,
-        vocabulary=_VOCABULARY_BY_PREFIX[prefix],
-        code=code,
-        name=name,
-        name_lower=name.lower(),
-        semantic_group=semantic_group if semantic_group is not None else semantic_group_for(tree_numbers),
-        tree_numbers=list(tree_numbers),
-        source=source,
-    )
-
-
 def concepts_ensure(concepts: Iterable[Concept]) -> dict[str, int]:
     """Create the concepts that do not exist; rename those a lower-ranked source created.
 
     A concept another source already named is left alone unless the new source ranks higher
-    (see ``_SOURCE_RANK``): HSDN must not rename MeSH 2015's "Intellectual Disability" back to
+    (see ``SOURCE_RANK``): HSDN must not rename MeSH 2015's "Intellectual Disability" back to
     "Mental Retardation", but it may correct a name that dictionary extraction guessed.
     """
     wanted: dict[str, Concept] = {}
     for concept in concepts:
         kept = wanted.get(concept.id)
-        if kept is None or _SOURCE_RANK[concept.source] > _SOURCE_RANK[kept.source]:
+        if kept is None or SOURCE_RANK[concept.source] > SOURCE_RANK[kept.source]:
             wanted[concept.id] = concept
     existing: dict[str, Concept] = {}
-    for ids in _batched(list(wanted), _LOOKUP_BATCH):
+    for ids in batched(list(wanted), LOOKUP_BATCH):
         rows = Concept.objects.filter(id__in=ids).only("id", "source", "tree_numbers", "semantic_group")
         existing.update((c.id, c) for c in rows)
 
@@ -196,7 +157,7 @@ def concepts_ensure(concepts: Iterable[Concept]) -> dict[str, int]:
     upgrades = []
     for concept_id, new in wanted.items():
         old = existing.get(concept_id)
-        if old is not None and _SOURCE_RANK[new.source] > _SOURCE_RANK.get(old.source, 0):
+        if old is not None and SOURCE_RANK[new.source] > SOURCE_RANK.get(old.source, 0):
             if not new.tree_numbers:  # a data set names the concept but knows no tree numbers: keep the old ones
                 new.tree_numbers = old.tree_numbers
                 new.semantic_group = old.semantic_group
@@ -204,34 +165,6 @@ def concepts_ensure(concepts: Iterable[Concept]) -> dict[str, int]:
     Concept.objects.bulk_update(upgrades, ["name", "name_lower", "semantic_group", "tree_numbers", "source"],
                                 batch_size=BATCH_SIZE)
     return {"concepts_created": len(missing), "concepts_renamed": len(upgrades)}
-
-
-def cooccurrences_replace(*, source: str, rows: Iterable[Cooccurrence]) -> dict[str, int]:
-    """Make the stored rows of ``source`` exactly ``rows``: upsert them, delete the others.
-
-    Rows with the same (a, b, year) must already be merged: Postgres refuses an upsert that touches
-    one row twice.  Call inside a transaction.
-    """
-    rows = list(rows)
-    keys = {(r.concept_a_id, r.concept_b_id, r.year) for r in rows}
-    if len(keys) != len(rows):
-        raise ValueError(f"{source}: {len(rows) - len(keys)} duplicate (concept_a, concept_b, year) rows")
-    Cooccurrence.objects.bulk_create(
-        rows,
-        batch_size=BATCH_SIZE,
-        update_conflicts=True,
-        unique_fields=["concept_a", "concept_b", "year", "source"],
-        update_fields=["directed", "count", "score", "metrics"],
-    )
-    stale = [
-        pk
-        for pk, a, b, year in Cooccurrence.objects.filter(source=source).values_list(
-            "pk", "concept_a_id", "concept_b_id", "year").iterator(chunk_size=BATCH_SIZE)
-        if (a, b, year) not in keys
-    ]
-    for pks in _batched(stale, _LOOKUP_BATCH):
-        Cooccurrence.objects.filter(pk__in=pks).delete()
-    return {"cooccurrences": len(rows), "cooccurrences_deleted": len(stale)}
 
 
 # --- MeSH -----------------------------------------------------------------------------------------------------
@@ -254,7 +187,7 @@ def import_mesh(*, path: Path | str, terms_path: Path | str | None = None) -> Im
         trees[row["mesh_id"]].append(row["mesh_tree_number"])
 
     concepts = [
-        _concept(concept_id=f"MESH:{mesh_id}", name=name, source=SOURCE_MESH, tree_numbers=sorted(trees.get(mesh_id, ())))
+        concept_row(concept_id=f"MESH:{mesh_id}", name=name, source=SOURCE_MESH, tree_numbers=sorted(trees.get(mesh_id, ())))
         for mesh_id, name in names.items()
     ]
     with transaction.atomic():
@@ -310,7 +243,7 @@ def import_hpo(*, path: Path | str | None = None) -> ImportResult:
     for term in ontology:
         if getattr(term, "is_obsolete", False):
             continue
-        concept = _concept(concept_id=term.id, name=term.name[:255], source=SOURCE_HPO, semantic_group=branch(term)[:64])
+        concept = concept_row(concept_id=term.id, name=term.name[:255], source=SOURCE_HPO, semantic_group=branch(term)[:64])
         concept.synonyms = sorted({str(x)[:255] for x in (term.synonym or []) if str(x).strip()})
         concepts.append(concept)
     with transaction.atomic():
@@ -319,22 +252,18 @@ def import_hpo(*, path: Path | str | None = None) -> ImportResult:
 
 
 def import_icd10cm(*, path: Path | str | None = None) -> ImportResult:
-    """ICD-10-CM categories and codes from ``simple_icd_10_cm`` -> ``Concept`` "ICD10CM:I21.9".
+    """ICD-10-CM categories and codes from ``simple_icd_10_cm`` (read through ``knowledge.icd10``) ->
+    ``Concept`` "ICD10CM:I21.9": a copy of the package's tables, for concept lookups in the database.
 
     Chapters and blocks are not concepts; each code's semantic_group is its chapter ("Diseases of the
     circulatory system (I00-I99)") and its synonyms are the inclusion terms. ``path`` is unused.
     """
-    import simple_icd_10_cm as icd
-
     started = time.perf_counter()
     concepts = []
-    for code in icd.get_all_codes(True):  # dotted, as clinicians write them: "I21.9"
-        if icd.is_chapter(code) or icd.is_block(code):
-            continue
-        chapter = icd.get_ancestors(code)[-1]
-        concept = _concept(concept_id=f"ICD10CM:{code}", name=icd.get_description(code)[:255], source=SOURCE_ICD10CM,
-                           semantic_group=icd.get_description(chapter)[:64])
-        concept.synonyms = sorted({t[:255] for t in icd.get_inclusion_term(code) if t.strip()})
+    for entry in icd10cm_codes():  # dotted, as clinicians write them: "I21.9"
+        concept = concept_row(concept_id=f"ICD10CM:{entry['code']}", name=entry["description"][:255],
+                              source=SOURCE_ICD10CM, semantic_group=entry["chapter"][:64])
+        concept.synonyms = sorted({t[:255] for t in entry["inclusion_terms"] if t.strip()})
         concepts.append(concept)
     with transaction.atomic():
         written = _vocabulary_upsert(concepts)
@@ -356,8 +285,8 @@ def import_hsdn(*, path: Path | str) -> ImportResult:
     concepts, links = [], []
     for row in rows:
         symptom, disease = f"MESH:{row['symptom_id']}", f"MESH:{row['disease_id']}"
-        concepts.append(_concept(concept_id=symptom, name=row["symptom_name"], source=SOURCE_HSDN))
-        concepts.append(_concept(concept_id=disease, name=row["disease_name"], source=SOURCE_HSDN))
+        concepts.append(concept_row(concept_id=symptom, name=row["symptom_name"], source=SOURCE_HSDN))
+        concepts.append(concept_row(concept_id=disease, name=row["disease_name"], source=SOURCE_HSDN))
         links.append(Cooccurrence(
             concept_a_id=symptom, concept_b_id=disease, directed=True, year=Cooccurrence.ALL_YEARS,
             source=Cooccurrence.Source.HSDN, count=int(row["cooccurs"]), score=_finite(row["tfidf_score"]),
@@ -412,7 +341,7 @@ def import_disease_cooccurrence(*, path: Path | str, mapping_path: Path | str | 
             concept_id, source = f"MESH:{mesh_id}", SOURCE_DOID_MAP
         else:
             concept_id, name, source = doid, doid_name, SOURCE_DOID_MAP
-        concepts.setdefault(concept_id, _concept(concept_id=concept_id, name=name, source=source))
+        concepts.setdefault(concept_id, concept_row(concept_id=concept_id, name=name, source=source))
         return concept_id
 
     pairs: dict[tuple[str, str], Cooccurrence] = {}
@@ -445,129 +374,6 @@ def import_disease_cooccurrence(*, path: Path | str, mapping_path: Path | str | 
 # --- abstracts: PubMedQA and MEDLINE ----------------------------------------------------------------------
 
 
-class ConceptResolver:
-    """Maps an extracted concept to the concept id to store, with one in-memory name map per import.
-
-    The dictionary packages behind ``concepts.extract_concepts`` give good names but often wrong
-    MeSH ids ("Myocardial Infarction" arrives as D006342, NLM's D009203).  So a concept is first
-    looked up by its name among the concepts whose ids are real (the MeSH file, HSDN, the DOID map,
-    MEDLINE headings: every source but extraction); only when the name is unknown is the package's
-    id used.  If that id is a real concept with another name, it is either the same descriptor
-    renamed in a later MeSH year (they share a tree number: "Desmoid Tumors" = 2015's "Fibromatosis,
-    Aggressive") and is used, or a different descriptor ("Infections" arrives as D000890, which is
-    Anti-Infective Agents; most drugs arrive as their pharmacological class) and ``resolve_concept``
-    returns None: a wrong link is worse than none.
-
-    An import reads every trusted concept (``ConceptResolver()``, ~27,000 rows).  A job's chunk reads
-    only those its extracted concepts can resolve to (``ConceptResolver.for_extracted(found)``: their
-    names and package ids, in one query on Postgres, one per 999 names and ids on SQLite), and
-    resolves them exactly the same way.
-    """
-
-    # How ``resolve_extracted`` says where an id came from (``id_source`` in literature results).
-    BY_NAME = "{source} by name"  # a trusted concept with the extracted name; source "mesh" reads "mesh-2015"
-    PACKAGE = "package"  # the vocabulary package's own id: not contradicted (or nothing imported to check)
-    REJECTED = "package, mesh id rejected"  # the package's MeSH id is another descriptor: DrugBank id or none
-
-    def __init__(self, *, names: Iterable[str] | None = None, ids: Iterable[str] | None = None) -> None:
-        """Every trusted concept, or (``names``/``ids`` given) only those with one of these names or ids."""
-        self.id_by_name: dict[str, str] = {}
-        self.name_by_id: dict[str, str] = {}  # the trusted concepts only
-        self.trees_by_id: dict[str, frozenset[str]] = {}
-        self.source_by_id: dict[str, str] = {}
-        trusted = (
-            Concept.objects.filter(vocabulary=Concept.Vocabulary.MESH)
-            .exclude(source=SOURCE_EXTRACTION)
-        )
-        fields = ("id", "name_lower", "tree_numbers", "source")
-        if names is None and ids is None:
-            rows = list(trusted.values_list(*fields))
-        else:
-            wanted = [("name", n) for n in sorted({n.lower() for n in names or ()})]
-            wanted += [("id", i) for i in sorted(set(ids or ()))]
-            # Postgres takes any number of parameters; SQLite at most 999 (two go to the filters above).
-            per_query = (connection.features.max_query_params or len(wanted) + 2) - 2
-            rows = []
-            for part in _batched(wanted, max(per_query, 1)):
-                rows += trusted.filter(Q(name_lower__in=[v for k, v in part if k == "name"])
-                                       | Q(id__in=[v for k, v in part if k == "id"])).values_list(*fields)
-        # The MeSH file's names first, so an older name from HSDN cannot take over a current one.
-        for concept_id, name_lower, trees, source in sorted(rows, key=lambda r: (-_SOURCE_RANK.get(r[3], 0), r[0])):
-            self.learn(concept_id=concept_id, name=name_lower, tree_numbers=trees, source=source)
-
-    @classmethod
-    def for_extracted(cls, found: Iterable[dict]) -> ConceptResolver:
-        """A resolver that knows just what these ``extract_concepts`` dicts can resolve to."""
-        found = list(found)
-        return cls(names=[c["name"] for c in found], ids=[c["id"] for c in found])
-
-    def learn(self, *, concept_id: str, name: str, tree_numbers: Iterable[str] = (), source: str = "") -> None:
-        """Trust (id, name) from now on, e.g. a MEDLINE heading seen during this import."""
-        self.id_by_name.setdefault(name.lower(), concept_id)
-        self.name_by_id.setdefault(concept_id, name.lower())
-        self.trees_by_id.setdefault(concept_id, frozenset(tree_numbers))
-        self.source_by_id.setdefault(concept_id, source)
-
-    def resolve_concept(self, *, name: str, fallback_id: str, tree_numbers: Iterable[str] = ()) -> str | None:
-        found = self.id_by_name.get(name.lower())
-        if found is not None:
-            return found
-        known_name = self.name_by_id.get(fallback_id)
-        if known_name is None or known_name == name.lower():
-            return fallback_id
-        if self.trees_by_id.get(fallback_id, frozenset()) & set(tree_numbers):
-            return fallback_id  # renamed since: same place in the tree
-        return None
-
-    def resolve_extracted(self, found: dict) -> tuple[str | None, str]:
-        """(concept id to store and report, how it was found) for one ``extract_concepts`` dict.
-
-        As ``resolve_concept``, then a drug whose MeSH id is rejected falls back to its DrugBank id;
-        None where nothing trustworthy is left.  The second value is one of ``BY_NAME`` (formatted),
-        ``PACKAGE`` or ``REJECTED``.
-        """
-        by_name = self.id_by_name.get(found["name"].lower())
-        if by_name is not None:
-            source = self.source_by_id.get(by_name) or "imported"
-            return by_name, self.BY_NAME.format(source="mesh-2015" if source == SOURCE_MESH else source)
-        concept_id = self.resolve_concept(name=found["name"], fallback_id=found["id"],
-                                          tree_numbers=found.get("tree_numbers") or ())
-        if concept_id is not None:
-            return concept_id, self.PACKAGE
-        # A drug's own id beats its class's MeSH id.
-        return (f"DRUGBANK:{found['drugbank_id']}" if found.get("drugbank_id") else None), self.REJECTED
-
-
-@dataclass
-class ExtractedLinks:
-    """One document's links from its extracted concepts (see ``extracted_links``)."""
-
-    counts: Counter[str] = field(default_factory=Counter)  # concept id -> mentions
-    new_concepts: list[Concept] = field(default_factory=list)  # for ``concepts_ensure``: not trusted concepts
-    via_drugbank: int = 0  # drugs stored under their DrugBank id: their MeSH id is another descriptor
-    dropped: list[str] = field(default_factory=list)  # "name (package id)": no trustworthy id, left out
-
-
-def extracted_links(*, found: Iterable[dict], resolver: ConceptResolver) -> ExtractedLinks:
-    """The concept links of one document from its ``extract_concepts`` dicts, as every corpus writer
-    makes them: resolved by ``resolver``, mentions summed per concept, and a concept the resolver does
-    not trust (a package id unknown to the table, a DrugBank id) created from the dictionary entry."""
-    links = ExtractedLinks()
-    for concept in found:
-        concept_id, how = resolver.resolve_extracted(concept)
-        if concept_id is None:
-            links.dropped.append(f"{concept['name']} ({concept['id']})")
-            continue
-        if how == ConceptResolver.REJECTED:
-            links.via_drugbank += 1
-        if concept_id not in resolver.name_by_id:  # not a trusted concept: create it from the dictionary
-            links.new_concepts.append(_concept(concept_id=concept_id, name=concept["name"], source=SOURCE_EXTRACTION,
-                                               tree_numbers=concept["tree_numbers"],
-                                               semantic_group=concept["semantic_group"]))
-        links.counts[concept_id] += concept["count"]
-    return links
-
-
 @dataclass
 class _ParsedDocument:
     pmid: str
@@ -587,8 +393,8 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
     for doc in documents:
         for heading in doc.headings:
             if heading.get("ui"):
-                new_concepts.append(_concept(concept_id=f"MESH:{heading['ui']}", name=heading["name"],
-                                             source=SOURCE_HEADING))
+                new_concepts.append(concept_row(concept_id=f"MESH:{heading['ui']}", name=heading["name"],
+                                                source=SOURCE_HEADING))
                 resolver.learn(concept_id=f"MESH:{heading['ui']}", name=heading["name"], source=SOURCE_HEADING)
 
     mentions: dict[str, Counter[str]] = {}
@@ -626,10 +432,10 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
     # A re-import with other concepts (a newer dictionary, or MeSH imported since) drops the old links.
     wanted = {(link.document_id, link.concept_id) for link in links}
     stale = []
-    for ids in _batched(list(doc_ids.values()), _LOOKUP_BATCH):
+    for ids in batched(list(doc_ids.values()), LOOKUP_BATCH):
         stale += [pk for pk, d, c in DocumentConcept.objects.filter(document_id__in=ids).values_list(
             "pk", "document_id", "concept_id") if (d, c) not in wanted]
-    for pks in _batched(stale, _LOOKUP_BATCH):
+    for pks in batched(stale, LOOKUP_BATCH):
         DocumentConcept.objects.filter(pk__in=pks).delete()
 
     result.counts.update({"documents": len(documents), "document_concepts": len(links),
@@ -644,88 +450,6 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
                             f"MeSH descriptor and their name is not a MeSH name (most often: {examples})")
     corpus = corpus_cooccurrence_rebuild()
     result.counts["corpus_cooccurrences"] = corpus["cooccurrences"]
-
-
-def corpus_write_lock() -> None:
-    """Serialise writers of the corpus (documents, links, graph) until the transaction ends.
-
-    Without it a recount could miss a chunk's documents that commit meanwhile, and two chunks could
-    read-then-write the same pair.  Postgres: an advisory lock.  SQLite needs nothing more: settings
-    open write transactions with BEGIN IMMEDIATE, so writers are serialised already.
-    """
-    if not connection.in_atomic_block:
-        raise RuntimeError("corpus_write_lock() outside a transaction would be released at once")
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CORPUS_LOCK_KEY])
-
-
-def _corpus_pair_counts(documents: Iterable[tuple[int | None, Iterable[str]]]) -> Counter[tuple[str, str, int]]:
-    """The corpus graph's counting rule, for (year, linked concept ids) per document: each pair of
-    concepts (a < b) a document links counts once for its year (if known) and once for all years (0)."""
-    counts: Counter[tuple[str, str, int]] = Counter()
-    for year, concept_ids in documents:
-        for a, b in itertools.combinations(sorted(set(concept_ids)), 2):
-            counts[(a, b, Cooccurrence.ALL_YEARS)] += 1
-            if year:
-                counts[(a, b, year)] += 1
-    return counts
-
-
-def corpus_cooccurrence_rebuild() -> dict[str, int]:
-    """Recount the corpus graph from all stored documents (see ``_corpus_pair_counts``).
-
-    Recounting everything (not adding this import's counts) is what keeps imports idempotent and
-    lets PubMedQA, MEDLINE and job documents share one graph.  It is a single pass over
-    ``DocumentConcept``: milliseconds for the ~1,000 abstracts here; a corpus of millions would move
-    this into SQL.  Call inside a transaction, after ``corpus_write_lock()``.
-    """
-    years = dict(Document.objects.values_list("pk", "year").iterator(chunk_size=BATCH_SIZE))
-    concepts_by_doc: dict[int, list[str]] = defaultdict(list)
-    for doc_id, concept_id in DocumentConcept.objects.values_list("document_id", "concept_id").iterator(
-            chunk_size=BATCH_SIZE):
-        concepts_by_doc[doc_id].append(concept_id)
-    counts = _corpus_pair_counts((years.get(doc_id), concept_ids) for doc_id, concept_ids in concepts_by_doc.items())
-    rows = (
-        Cooccurrence(concept_a_id=a, concept_b_id=b, directed=False, year=year, source=Cooccurrence.Source.CORPUS,
-                     count=n, score=float(n), metrics={})
-        for (a, b, year), n in counts.items()
-    )
-    return cooccurrences_replace(source=Cooccurrence.Source.CORPUS, rows=rows)
-
-
-def corpus_cooccurrence_add(*, documents: Iterable[tuple[int | None, Iterable[str]]]) -> dict[str, int]:
-    """Add documents that were never counted, given as (year, linked concept ids), to the corpus graph.
-
-    The same counting as ``corpus_cooccurrence_rebuild``, but only the new documents' pairs, each
-    added to its stored count in one upsert (``count = count + new``, score kept equal to count), so
-    the cost follows the chunk, not the corpus.  A rebuild afterwards gives the same numbers.  Call
-    inside a transaction, after ``corpus_write_lock()``; counting a document twice is the caller's
-    to prevent (``corpus_add_documents`` only passes documents it has just created).
-    """
-    counts = _corpus_pair_counts(documents)
-    if not counts:
-        return {"cooccurrences_upserted": 0}
-    quote = connection.ops.quote_name
-    table = quote(Cooccurrence._meta.db_table)
-    columns = ", ".join(quote(c) for c in ("concept_a_id", "concept_b_id", "directed", "year", "source", "count",
-                                           "score", "metrics"))
-    count = quote("count")
-    sql = (f"INSERT INTO {table} ({columns}) VALUES %s "
-           f"ON CONFLICT ({quote('concept_a_id')}, {quote('concept_b_id')}, {quote('year')}, {quote('source')}) "
-           f"DO UPDATE SET {count} = {table}.{count} + EXCLUDED.{count}, "
-           f"{quote('score')} = {table}.{count} + EXCLUDED.{count}")
-    rows = [(a, b, False, year, Cooccurrence.Source.CORPUS.value, n, float(n), "{}")
-            for (a, b, year), n in sorted(counts.items())]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            from psycopg2.extras import execute_values
-
-            execute_values(cursor.cursor, sql, rows, template="(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
-                           page_size=BATCH_SIZE)
-        else:
-            cursor.executemany(sql.replace("VALUES %s", "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"), rows)
-    return {"cooccurrences_upserted": len(rows)}
 
 
 def import_pubmedqa(*, path: Path | str) -> ImportResult:

@@ -30,7 +30,7 @@ class Concept(models.Model):
     tree_numbers = models.JSONField(default=list, blank=True)
     # Where the row's name came from.  The importers let a better source overwrite a worse one
     # (the MeSH vocabulary file beats a heading or a data set, which beat dictionary extraction,
-    # whose ids are often wrong); see importers._SOURCE_RANK.
+    # whose ids are often wrong); see corpus.SOURCE_RANK.
     source = models.CharField(max_length=32, blank=True, help_text="what created or last named this row")
 
     class Meta:

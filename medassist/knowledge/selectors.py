@@ -1,4 +1,5 @@
-"""Reads of the knowledge layer: concept lookup, co-occurrence graphs, supporting documents.
+"""Reads of the knowledge layer: concept lookup, co-occurrence graphs, supporting documents, and the
+queries behind the diagnosis ranker (imported HSDN links, tree numbers, corpus symptom-disease pairs).
 
 Graphs are built from the database once per process and cached; the cache key includes the row
 count, newest id and total count of the source's rows, so an import, or a literature job adding
@@ -16,8 +17,9 @@ from collections.abc import Iterable
 
 from django.db.models import Count, Max, Q, Sum
 
+from .corpus import ConceptResolver
 from .discovery import CHECK_TAGS, CooccurrenceGraph, Edge
-from .importers import ConceptResolver
+from .hsdn import HsdnLink
 from .models import Concept, Cooccurrence, DocumentConcept
 
 _graphs: dict[tuple, CooccurrenceGraph] = {}
@@ -89,7 +91,7 @@ def concept_with_resolved_id(*, found: dict, resolver: ConceptResolver) -> dict:
     """``found`` (an ``extract_concepts`` dict) with its ids corrected against the imported concepts.
 
     ``id``/``mesh_id`` become what ``resolver`` resolves the concept to, which is also the concept a
-    corpus document links (``importers.extracted_links``).  ``id_source`` says how:
+    corpus document links (``corpus.extracted_links``).  ``id_source`` says how:
     "mesh-2015 by name" (a MeSH 2015 descriptor of that name; "<source> by name" for a MeSH concept
     another importer created), "package" (the package's id: nothing imported contradicts it, e.g.
     nothing is imported), or "package, mesh id rejected" (the package's MeSH id is another
@@ -128,14 +130,12 @@ def hsdn_state() -> dict:
         rows=Count("id"), newest=Max("id"), total=Sum("count"))
 
 
-def hsdn_links() -> tuple:
-    """The imported HSDN symptom -> disease links as ``diagnosis.HsdnLink`` rows, in import order.
+def hsdn_links() -> tuple[HsdnLink, ...]:
+    """The imported HSDN symptom -> disease links as ``hsdn.HsdnLink`` rows, in import order.
 
     Names are the file's own where the import recorded them (``metrics``; so a ranker built from the
     tables ranks exactly like one built from the file), else the concept's current name.
     """
-    from .diagnosis import HsdnLink
-
     rows = (Cooccurrence.objects.filter(source=Cooccurrence.Source.HSDN).order_by("id")
             .values_list("concept_a_id", "concept_a__name", "concept_b_id", "concept_b__name", "count", "score",
                          "metrics"))
@@ -145,3 +145,24 @@ def hsdn_links() -> tuple:
                  cooccurs=int(count), tfidf=float(score or 0.0), doid=metrics.get("doid") or "",
                  doid_name=metrics.get("doid_name") or "")
         for symptom, symptom_name, disease, disease_name, count, score, metrics in rows.iterator(chunk_size=5_000))
+
+
+def concept_tree_numbers(*, ids: Iterable[str]) -> dict[str, list[str]]:
+    """Concept id -> its MeSH tree numbers, for those of ``ids`` that are imported with some."""
+    return dict(Concept.objects.filter(pk__in=list(ids)).exclude(tree_numbers=[]).values_list("id", "tree_numbers"))
+
+
+def corpus_links(*, diseases: Iterable[str], symptoms: Iterable[str]) -> list[tuple[str, str, int]]:
+    """All-years corpus co-occurrence rows (a, b, count) between one of ``diseases`` and one of
+    ``symptoms``. The corpus graph is undirected (a < b by id), so either side may be the disease."""
+    diseases, symptoms = list(diseases), list(symptoms)
+    rows = Cooccurrence.objects.filter(source=Cooccurrence.Source.CORPUS, year=Cooccurrence.ALL_YEARS).filter(
+        Q(concept_a_id__in=diseases, concept_b_id__in=symptoms) | Q(concept_a_id__in=symptoms, concept_b_id__in=diseases))
+    return list(rows.values_list("concept_a_id", "concept_b_id", "count"))
+
+
+def corpus_state() -> dict:
+    """Row count, newest id and total count of the corpus graph: changes whenever an import recounts it
+    or a literature job adds documents."""
+    return Cooccurrence.objects.filter(source=Cooccurrence.Source.CORPUS, year=Cooccurrence.ALL_YEARS).aggregate(
+        rows=Count("id"), newest=Max("id"), total=Sum("count"))

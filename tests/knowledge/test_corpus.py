@@ -1,4 +1,5 @@
-"""Adding job abstracts to the knowledge corpus: ``knowledge.services.corpus_add_documents``.
+"""The knowledge corpus' writers (``knowledge.corpus``: concept resolution, ``cooccurrences_replace``)
+and adding job abstracts to it (``knowledge.services.corpus_add_documents``).
 
 The documents are linked to the imported MeSH 2015 concepts (tests import the real file from the
 shared data, skipped with a reason where it is absent) and counted in the corpus graph exactly once,
@@ -12,8 +13,9 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from medassist.knowledge import importers, selectors
+from medassist.knowledge import corpus, importers, selectors
 from medassist.knowledge.concepts import extract_concepts
+from medassist.knowledge.corpus import ConceptResolver, cooccurrences_replace, semantic_group_for
 from medassist.knowledge.models import Concept, Cooccurrence, Document, DocumentConcept
 from medassist.knowledge.services import corpus_add_documents, corpus_document_error
 from tests.conftest import require_shared_data
@@ -103,8 +105,8 @@ def test_added_counts_equal_a_full_recount_next_to_imported_documents(mesh):
     add(*abstracts)
     added = corpus_counts()
     with transaction.atomic():
-        importers.corpus_write_lock()
-        importers.corpus_cooccurrence_rebuild()
+        corpus.corpus_write_lock()
+        corpus.corpus_cooccurrence_rebuild()
     assert corpus_counts() == added
     # ... and a re-import of PubMedQA keeps the job documents in the graph.
     importers.import_pubmedqa(path=require_shared_data("pubmedqa", "pqal_train.json"))
@@ -124,11 +126,11 @@ def test_a_chunk_is_a_few_bulk_queries_not_some_per_item(mesh, django_assert_max
 def test_a_chunk_resolver_reads_only_its_concepts_and_resolves_like_the_import_one(mesh, monkeypatch):
     found = [c for text in (METFORMIN_T2DM, T2DM_MI, "Acamprosate, clioquinol, aspirin and warfarin; fever.")
              for c in extract_concepts(text)]
-    full = importers.ConceptResolver()
+    full = ConceptResolver()
     # SQLite's parameter limit, made tiny: the names and ids are read in several queries.
     monkeypatch.setattr(connection.features, "max_query_params", 5)
     with CaptureQueriesContext(connection) as queries:
-        chunk = importers.ConceptResolver.for_extracted(found)
+        chunk = ConceptResolver.for_extracted(found)
     assert len(queries) == math.ceil(len({c["name"] for c in found} | {c["id"] for c in found}) / 3)
     assert len(chunk.name_by_id) < 20 < len(full.name_by_id)
     assert [chunk.resolve_extracted(c) for c in found] == [full.resolve_extracted(c) for c in found]
@@ -149,3 +151,50 @@ def test_items_the_corpus_cannot_hold_are_refused_with_the_field():
     assert corpus_document_error({"text": " "}) == "text: abstract is empty"
     with pytest.raises(ValueError, match=r"items\[1\]\.pmid"):
         add({"text": "fine"}, {"text": "fine", "pmid": "9" * 21})
+
+
+# --- concept resolution and the replace-a-source writer (no data needed) -----------------------------------
+
+
+def test_semantic_group_comes_from_the_first_tree_number_most_specific_prefix_first():
+    assert semantic_group_for(["C14.280.647.500", "C14.907.585.500"]) == "Diseases"
+    assert semantic_group_for(["C23.888.119.344"]) == "Signs and Symptoms"
+    assert semantic_group_for(["C23.888.592.604", "C10.597.606"]) == "Diseases"  # filed as a disease too
+    assert semantic_group_for(["F03.600.300"]) == "Mental Disorders"
+    assert semantic_group_for(["D03.605.500"]) == "Chemicals and Drugs"
+    assert semantic_group_for([]) == ""
+
+
+def test_resolver_prefers_the_trusted_name_then_a_renamed_descriptor_and_refuses_a_wrong_id():
+    for concept_id, name, trees in [("MESH:D009203", "Myocardial Infarction", ["C14.280.647.500"]),
+                                    ("MESH:D000890", "Anti-Infective Agents", ["D27.505.954.122"]),
+                                    ("MESH:D018222", "Fibromatosis, Aggressive", ["C04.557.450.565.590.340.410"])]:
+        Concept.objects.create(id=concept_id, vocabulary="mesh", code=concept_id[5:], name=name,
+                               name_lower=name.lower(), tree_numbers=trees, source="mesh")
+    resolver = ConceptResolver()
+    # The dictionary's id for MI is wrong; the name finds NLM's.
+    assert resolver.resolve_concept(name="myocardial INFARCTION", fallback_id="MESH:D006342") == "MESH:D009203"
+    # Unknown name, unused id: the dictionary's id is all there is.
+    assert resolver.resolve_concept(name="Tooth Wear", fallback_id="MESH:D057085") == "MESH:D057085"
+    # Unknown name, id taken by another descriptor in another branch: no link rather than a wrong one.
+    assert resolver.resolve_concept(name="Infections", fallback_id="MESH:D000890", tree_numbers=["C01"]) is None
+    # ... but the same tree number means the descriptor was renamed after 2015.
+    assert resolver.resolve_concept(name="Desmoid Tumors", fallback_id="MESH:D018222",
+                                    tree_numbers=["C04.557.450.565.590.340.410"]) == "MESH:D018222"
+
+
+def test_cooccurrences_replace_updates_in_place_and_deletes_what_is_gone():
+    for code in ("D1", "D2", "D3"):
+        Concept.objects.create(id=f"MESH:{code}", vocabulary="mesh", code=code, name=code, name_lower=code.lower())
+
+    def row(a, b, count):
+        return Cooccurrence(concept_a_id=a, concept_b_id=b, year=0, source="corpus", count=count, score=count)
+
+    cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 1), row("MESH:D1", "MESH:D3", 1)])
+    first = Cooccurrence.objects.get(concept_a="MESH:D1", concept_b="MESH:D2")
+    counts = cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 5)])
+    assert counts == {"cooccurrences": 1, "cooccurrences_deleted": 1}
+    kept = Cooccurrence.objects.get(source="corpus")
+    assert (kept.pk, kept.count, kept.score) == (first.pk, 5, 5.0)
+    with pytest.raises(ValueError, match="duplicate"):
+        cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 1), row("MESH:D1", "MESH:D2", 2)])

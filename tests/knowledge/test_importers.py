@@ -14,7 +14,6 @@ from django.core.management import CommandError, call_command
 from django.db.models import F, Q
 
 from medassist.knowledge import importers
-from medassist.knowledge.importers import ConceptResolver, cooccurrences_replace, semantic_group_for
 from medassist.knowledge.models import Concept, Cooccurrence, Document, DocumentConcept
 from tests.conftest import require_shared_data
 
@@ -34,53 +33,6 @@ def table_counts() -> dict[str, int]:
 
 def corpus_pairs_are_ordered() -> bool:
     return not Cooccurrence.objects.filter(source="corpus", concept_a_id__gte=F("concept_b_id")).exists()
-
-
-# --- pieces that need no data -------------------------------------------------------------------------------
-
-
-def test_semantic_group_comes_from_the_first_tree_number_most_specific_prefix_first():
-    assert semantic_group_for(["C14.280.647.500", "C14.907.585.500"]) == "Diseases"
-    assert semantic_group_for(["C23.888.119.344"]) == "Signs and Symptoms"
-    assert semantic_group_for(["C23.888.592.604", "C10.597.606"]) == "Diseases"  # filed as a disease too
-    assert semantic_group_for(["F03.600.300"]) == "Mental Disorders"
-    assert semantic_group_for(["D03.605.500"]) == "Chemicals and Drugs"
-    assert semantic_group_for([]) == ""
-
-
-def test_resolver_prefers_the_trusted_name_then_a_renamed_descriptor_and_refuses_a_wrong_id():
-    for concept_id, name, trees in [("MESH:D009203", "Myocardial Infarction", ["C14.280.647.500"]),
-                                    ("MESH:D000890", "Anti-Infective Agents", ["D27.505.954.122"]),
-                                    ("MESH:D018222", "Fibromatosis, Aggressive", ["C04.557.450.565.590.340.410"])]:
-        Concept.objects.create(id=concept_id, vocabulary="mesh", code=concept_id[5:], name=name,
-                               name_lower=name.lower(), tree_numbers=trees, source="mesh")
-    resolver = ConceptResolver()
-    # The dictionary's id for MI is wrong; the name finds NLM's.
-    assert resolver.resolve_concept(name="myocardial INFARCTION", fallback_id="MESH:D006342") == "MESH:D009203"
-    # Unknown name, unused id: the dictionary's id is all there is.
-    assert resolver.resolve_concept(name="Tooth Wear", fallback_id="MESH:D057085") == "MESH:D057085"
-    # Unknown name, id taken by another descriptor in another branch: no link rather than a wrong one.
-    assert resolver.resolve_concept(name="Infections", fallback_id="MESH:D000890", tree_numbers=["C01"]) is None
-    # ... but the same tree number means the descriptor was renamed after 2015.
-    assert resolver.resolve_concept(name="Desmoid Tumors", fallback_id="MESH:D018222",
-                                    tree_numbers=["C04.557.450.565.590.340.410"]) == "MESH:D018222"
-
-
-def test_cooccurrences_replace_updates_in_place_and_deletes_what_is_gone():
-    for code in ("D1", "D2", "D3"):
-        Concept.objects.create(id=f"MESH:{code}", vocabulary="mesh", code=code, name=code, name_lower=code.lower())
-
-    def row(a, b, count):
-        return Cooccurrence(concept_a_id=a, concept_b_id=b, year=0, source="corpus", count=count, score=count)
-
-    cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 1), row("MESH:D1", "MESH:D3", 1)])
-    first = Cooccurrence.objects.get(concept_a="MESH:D1", concept_b="MESH:D2")
-    counts = cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 5)])
-    assert counts == {"cooccurrences": 1, "cooccurrences_deleted": 1}
-    kept = Cooccurrence.objects.get(source="corpus")
-    assert (kept.pk, kept.count, kept.score) == (first.pk, 5, 5.0)
-    with pytest.raises(ValueError, match="duplicate"):
-        cooccurrences_replace(source="corpus", rows=[row("MESH:D1", "MESH:D2", 1), row("MESH:D1", "MESH:D2", 2)])
 
 
 # --- each source on the real data -------------------------------------------------------------------------

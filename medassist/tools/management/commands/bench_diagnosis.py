@@ -3,7 +3,8 @@
 One web server (gunicorn), one ``interactive`` worker and one ``batch`` worker, as deployed. A
 case's latency is submit (POST) to final state seen by polling (GET every 20 ms): what a
 clinician's client waits. Measured alone, then while a 5,000-abstract literature job runs on the
-batch queue. Target: P90 <= 1 s in both.
+batch queue. Target: P90 <= 1 s in both. A progress bar on stderr follows the cases when stderr is a
+terminal (``--no-progress``: never).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.core.management import BaseCommand, CommandError, call_command
 
 from medassist.common.benchmarks import format_table, machine_description, write_section
 from medassist.common.processes import free_port, start_web, start_worker
+from medassist.tools.evaluation.progress import progress, progress_enabled
 from medassist.tools.management.commands.bench_queue import load_abstracts
 
 CASES = [
@@ -39,8 +41,10 @@ class Command(BaseCommand):
         parser.add_argument("--cases", type=int, default=40)
         parser.add_argument("--batch-items", type=int, default=5000)
         parser.add_argument("--no-write", action="store_true")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar (never one without a terminal)")
 
-    def handle(self, *args, cases, batch_items, no_write, **options):
+    def handle(self, *args, cases, batch_items, no_write, no_progress, **options):
+        shown = progress_enabled(no_progress)
         call_command("migrate", interactive=False, verbosity=0)
         from io import StringIO
 
@@ -60,7 +64,8 @@ class Command(BaseCommand):
                                                                                    "MEDASSIST_THROTTLE_USER": "1000000/min"})]
         try:
             self._case(base, headers, CASES[0])  # warm the web process and the worker's ranker
-            alone = [self._case(base, headers, CASES[i % len(CASES)]) for i in range(cases)]
+            alone = [self._case(base, headers, CASES[i % len(CASES)])
+                     for i in progress(range(cases), desc="cases alone", enabled=shown)]
             abstracts, _ = load_abstracts(batch_items)
             response = requests.post(f"{base}/api/v1/jobs/", headers=headers, timeout=300,
                                      json={"kind": "literature", "items": abstracts, "params": {"embed": True}})
@@ -68,7 +73,7 @@ class Command(BaseCommand):
                 raise CommandError(f"batch job refused: {response.text[:300]}")
             batch_url = response.json()["url"]
             loaded, batch_progress = [], []
-            for i in range(cases):
+            for i in progress(range(cases), desc="cases under load", enabled=shown):
                 loaded.append(self._case(base, headers, CASES[i % len(CASES)]))
                 batch_progress.append(requests.get(batch_url, headers=headers, timeout=30).json()["progress"]["percent"])
             requests.post(batch_url + "cancel/", headers=headers, timeout=30)

