@@ -2,8 +2,10 @@
 
 ``parse_upload`` takes the raw bytes sent to ``POST /api/v1/jobs/`` and returns
 one dict per usable record, or raises ``UploadError`` whose ``str()`` is a
-sentence meant for the user. Supported: JSON Lines, CSV/TSV and NLM
-PubMed/MEDLINE XML, each optionally gzip-compressed. Validation of item
+sentence meant for the user. Supported: JSON Lines, CSV/TSV, NLM
+PubMed/MEDLINE XML, PubMedQA JSON (``{id: {QUESTION, CONTEXTS, LABELS, ...}}``:
+one item per question, with its own ``question``) and a JSON array of records,
+each optionally gzip-compressed. Validation of item
 contents (required keys, text length) is the job kind's business, not ours.
 
 Kept free of Django so it can be used and tested anywhere.
@@ -64,7 +66,7 @@ class UploadTooLarge(UploadError):
 @dataclass
 class ParsedUpload:
     items: list[dict]  # one dict per usable record, in file order
-    format: str  # "jsonl" | "csv" | "medline-xml" | "pubmed-xml"
+    format: str  # "jsonl" | "json" | "pubmedqa" | "csv" | "medline-xml" | "pubmed-xml"
     records: int  # records seen in the file (usable + skipped)
     skipped: list[dict] = field(default_factory=list)  # first MAX_SKIPPED_ENTRIES only
 
@@ -95,8 +97,8 @@ def parse_upload(
 
     text = _decode_utf8(data)
     if kind == "jsonl":
-        _parse_jsonl(text, out)
-        return ParsedUpload(out.items, "jsonl", out.records, out.skipped)
+        fmt = _parse_json_text(text, out)
+        return ParsedUpload(out.items, fmt, out.records, out.skipped)
     _parse_csv(text, "\t" if kind == "tsv" else None, out)
     return ParsedUpload(out.items, "csv", out.records, out.skipped)
 
@@ -183,6 +185,67 @@ def _format_for(filename: str, first_byte: bytes) -> str:
     if first_byte in (b"{", b'"'):
         return "jsonl"
     return "csv"
+
+
+# --- JSON Lines, JSON documents, PubMedQA ------------------------------------------
+
+
+def _parse_json_text(text: str, out: _Collector) -> str:
+    """JSON Lines, or one JSON document: PubMedQA's ``{id: {QUESTION, CONTEXTS, ...}}`` or an array
+    of records. A one-line JSON Lines file is a JSON document too; it stays JSON Lines."""
+    start = text.lstrip("\ufeff \t\r\n")[:1]
+    if start in ("{", "["):
+        try:
+            document = json.loads(text.lstrip("\ufeff"))
+        except json.JSONDecodeError:
+            document = None  # several lines of JSON Lines, or broken JSON: the line parser says which
+        if isinstance(document, dict) and document and all(
+                isinstance(v, dict) and "QUESTION" in v and "CONTEXTS" in v for v in document.values()):
+            for key, record in document.items():
+                _add_pubmedqa(str(key), record, out)
+            return "pubmedqa"
+        if isinstance(document, list):
+            for position, value in enumerate(document, 1):
+                if isinstance(value, dict):
+                    out.add(value)
+                elif isinstance(value, str):
+                    out.add({"text": value})
+                else:
+                    raise UploadError(f"file record {position}: expected a JSON object or string, "
+                                      f"found {_json_type(value)}")
+            return "json"
+    _parse_jsonl(text, out)
+    return "jsonl"
+
+
+def _add_pubmedqa(key: str, record: dict, out: _Collector) -> None:
+    """One PubMedQA question as an item: the contexts as the abstract (PubMedQA's own setting: the
+    conclusion, ``LONG_ANSWER``, is not part of it), the question, and the expert label as
+    ``reference_answer`` (kept with the item, never read by the answer)."""
+    contexts = record.get("CONTEXTS")
+    question = record.get("QUESTION")
+    if isinstance(contexts, str):
+        contexts = [contexts]
+    if not isinstance(contexts, list) or not any(isinstance(c, str) and c.strip() for c in contexts):
+        out.skip("no CONTEXTS text", key)
+        return
+    if not isinstance(question, str) or not question.strip():
+        out.skip("no QUESTION", key)
+        return
+    contexts = [c for c in contexts if isinstance(c, str) and c.strip()]
+    labels = record.get("LABELS") if isinstance(record.get("LABELS"), list) else []
+    item: dict = {"id": key, "text": " ".join(c.strip() for c in contexts), "question": question.strip(),
+                  "sections": [{"label": str(label), "text": c} for label, c in zip(labels, contexts, strict=False)]}
+    if key.isdigit():
+        item["pmid"] = key
+    year = str(record.get("YEAR") or "")
+    if year.isdigit():
+        item["year"] = int(year)
+    if isinstance(record.get("MESHES"), list):
+        item["mesh"] = [{"name": str(m)} for m in record["MESHES"]]
+    if record.get("final_decision") in ("yes", "no", "maybe"):
+        item["reference_answer"] = record["final_decision"]
+    out.add(item)
 
 
 # --- JSON Lines --------------------------------------------------------------

@@ -182,6 +182,15 @@ def _enqueue_chunks(job: Job) -> None:
         current_app.send_task(PROCESS_CHUNK_TASK, args=[str(job.id), start, end], queue=job.queue, **limits)
 
 
+def _chunk_size(kind: Kind, submission: ValidSubmission) -> int:
+    """Items per chunk: the kind's choice for these params; model-sized chunks when the items themselves
+    call for a language model (e.g. abstracts with their own questions); else the default."""
+    size = kind.chunk_size_for(submission.params)
+    if size is None and kind.item_roles(submission.items):
+        size = settings.MEDASSIST_MODEL_CHUNK_SIZE
+    return size or settings.MEDASSIST_CHUNK_SIZE
+
+
 def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | None = None,
                ip: str | None = None) -> tuple[Job, bool]:
     """Store the job and its items atomically; enqueue its chunks once committed.
@@ -199,7 +208,7 @@ def job_submit(*, owner, submission: ValidSubmission, idempotency_key: str | Non
             job = Job.objects.create(
                 owner=owner, kind=kind.name, queue=kind.queue, params=submission.params, source=submission.source,
                 total_items=len(submission.items),
-                chunk_size=kind.chunk_size_for(submission.params) or settings.MEDASSIST_CHUNK_SIZE,
+                chunk_size=_chunk_size(kind, submission),
                 idempotency_key=idempotency_key or None,
             )
             JobItem.objects.bulk_create(
@@ -384,7 +393,7 @@ def job_process_chunk(*, job_id, start: int, end: int, runtime) -> ChunkReport:
         return ChunkReport(skipped="all items already processed")
     kind = get_kind(job.kind)
     params = job.params  # stored with the kind's defaults at submit
-    roles = kind.required_roles(params)
+    roles = kind.required_roles(params, [item.input for item in items])
     runtime.ensure_kind_loaded(kind)
     runtime.refresh(roles)
     started = time.perf_counter()

@@ -40,6 +40,8 @@ class Kind:
     text_field: str | None = "text"  # the field the per-item character limit applies to
     model_roles: tuple[str, ...] = ()  # roles the kind may use (docs, warm-up)
     roles_for: Callable[[dict], tuple[str, ...]] | None = None  # roles a job's params need; default all
+    # Roles the items themselves call for, beyond the params' (e.g. an abstract with its own question).
+    item_roles: Callable[[list[dict]], tuple[str, ...]] = lambda items: ()
     # The job's main model version (Job.model_version) is the first of these roles the job used: the
     # model whose output the result rests on most. Default: ``model_roles`` in their order.
     main_roles: tuple[str, ...] = ()
@@ -69,8 +71,11 @@ class Kind:
         object.__setattr__(self, "item_validator", Draft202012Validator(self.item_schema))
         object.__setattr__(self, "params_validator", Draft202012Validator(self.params_schema))
 
-    def required_roles(self, params: dict) -> tuple[str, ...]:
-        return self.roles_for(params) if self.roles_for else self.model_roles
+    def required_roles(self, params: dict, items: list[dict] = ()) -> tuple[str, ...]:
+        """The model roles a batch needs: its params' and, for a kind that has them, its items'."""
+        roles = self.roles_for(params) if self.roles_for else self.model_roles
+        extra = [role for role in self.item_roles(list(items)) if role not in roles] if items else []
+        return tuple(roles) + tuple(extra)
 
     def main_role(self, used_roles) -> str | None:
         """Of the roles a job used, the one its ``model_version`` names (None: it used no model)."""

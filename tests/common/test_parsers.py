@@ -130,9 +130,11 @@ def test_jsonl_rejects_other_json_types():
 
 
 def test_pretty_printed_json_gets_a_hint():
-    err = _error(b'[\n  {"text": "a"}\n]\n', "a.json")
+    # One pretty-printed record (not an array, not PubMedQA): JSON Lines, broken over lines.
+    err = _error(b'{\n  "text": "a"\n}\n', "a.json")
     assert str(err) == (
-        "file line 1: invalid JSON (Expecting value at column 2); JSON Lines needs each record on a single line"
+        "file line 1: invalid JSON (Expecting property name enclosed in double quotes at column 2); "
+        "JSON Lines needs each record on a single line"
     )
 
 
@@ -422,3 +424,22 @@ def test_speed_medline_sample():
     start = time.perf_counter()
     parse_upload(data, "m.xml.gz")
     assert time.perf_counter() - start < 1.0
+
+
+def test_pubmedqa_json_skips_records_without_text_or_question_and_says_why():
+    records = {"1": {"QUESTION": "Q?", "CONTEXTS": ["Text."], "LABELS": ["RESULTS"]},
+               "2": {"QUESTION": "", "CONTEXTS": ["Text."]},
+               "3": {"QUESTION": "Q?", "CONTEXTS": []}}
+    parsed = parse_upload(json.dumps(records, indent=1).encode(), "pqa.json")
+    assert parsed.format == "pubmedqa" and [i["id"] for i in parsed.items] == ["1"]
+    assert [(s["pmid"], s["reason"]) for s in parsed.skipped] == [("2", "no QUESTION"), ("3", "no CONTEXTS text")]
+    assert parsed.items[0]["sections"] == [{"label": "RESULTS", "text": "Text."}]
+
+
+def test_a_json_array_of_records_is_read_like_json_lines():
+    parsed = parse_upload(b'[\n {"text": "First abstract."},\n "Second abstract."\n]', "batch.json")
+    assert parsed.format == "json" and parsed.items == [{"text": "First abstract."}, {"text": "Second abstract."}]
+    with pytest.raises(UploadError, match="record 2: expected a JSON object or string, found a number"):
+        parse_upload(b'[{"text": "a"}, 3]', "batch.json")
+    one_line = parse_upload(b'{"text": "Only one record."}\n', "one.jsonl")
+    assert one_line.format == "jsonl" and one_line.items == [{"text": "Only one record."}]

@@ -1,0 +1,140 @@
+"""Evaluate the served yes/no/maybe answer: every question through the literature kind's own code path.
+
+``evaluate_answers`` builds each question as the item a user would submit (the abstract, with its own
+``question``), runs ``medassist.kinds.literature.run`` on batches, exactly as a worker does (the active
+generator, the answer-evidence model, the pooling, the "does the abstract address the question" rule),
+and scores the labels. Two settings, as PubMedQA defines them:
+
+- ``full``: the abstract with its conclusion (PubMedQA's ``LONG_ANSWER``) at the end, as users submit
+  abstracts;
+- ``reasoning``: the conclusion withheld (PubMedQA's reasoning-required setting, the published anchors').
+
+No model may be scored on a question it trained on. The answer-evidence model is trained on PubMedQA's
+labelled questions, so with ``folds`` each fold's questions are answered by an evidence model trained
+on the other folds only (``train_evidence``); scoring a file the served models never saw (``--data``)
+uses the served evidence model as it is. The generator is the active one: the shipped base model has
+never seen PubMedQA (a fine-tuned candidate has; do not activate one before evaluating).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+from medassist.knowledge.prompts import ANSWER_LABELS
+
+SETTINGS = ("full", "reasoning")
+
+# Published PubMedQA figures (reasoning-required setting, accuracy), as read in the BLURB leaderboard and
+# the papers: recalled here, not re-measured.
+ANCHORS = [
+    ("majority class (always yes)", "55.2%"),
+    ("PubMedBERT, PQA-L only (BLURB)", "about 56%"),
+    ("BioLinkBERT-base / -large (BLURB)", "70.2% / 72.2%"),
+    ("BioGPT (also trained on PQA-A's 211k questions)", "78.2%"),
+    ("single human annotator", "78.0%"),
+]
+
+
+def item_for(record, setting: str) -> dict:
+    """A PubMedQA record (``training.data.Record``) as a literature item with its own question."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting: {setting!r} unknown; use one of {', '.join(SETTINGS)}")
+    text = record.text
+    if setting == "full" and record.conclusion:
+        text = f"{text}\n{record.conclusion}" if text else record.conclusion
+    return {"id": record.id, "text": text, "question": record.question}
+
+
+class _FoldRuntime:
+    """The worker's runtime, with the answer-evidence engine of one fold in place of the served one."""
+
+    def __init__(self, runtime, evidence, label: str):
+        self.runtime, self.evidence, self.label = runtime, evidence, label
+
+    def engine(self, role: str):
+        return self.evidence if role == "answer_evidence" else self.runtime.engine(role)
+
+    def version_label(self, role: str) -> str:
+        return self.label if role == "answer_evidence" else self.runtime.version_label(role)
+
+
+def predict(records: Sequence, *, setting: str, runtime, params: dict, batch_size: int = 8,
+            folds: Sequence[Sequence[str]] | None = None,
+            train_evidence: Callable[[Sequence], object] | None = None,
+            progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[dict]:
+    """One ``answer`` dict per record (in order), from ``literature.run``.
+
+    With ``folds`` (lists of record ids), each fold is answered with ``train_evidence(other records)``
+    as the answer-evidence engine."""
+    from medassist.kinds.literature import KIND
+
+    groups: list[tuple[list, object]] = []
+    if folds:
+        position = {r.id: i for i, r in enumerate(records)}
+        for k, fold in enumerate(folds):
+            held_out = set(fold)
+            engine = train_evidence([r for r in records if r.id not in held_out])
+            groups.append(([records[position[i]] for i in fold], _FoldRuntime(runtime, engine, f"fold-{k + 1}-evidence")))
+    else:
+        groups.append((list(records), runtime))
+    answers: dict[str, dict] = {}
+    batches = [(group[i:i + batch_size], fold_runtime) for group, fold_runtime in groups
+               for i in range(0, len(group), batch_size)]
+    for batch, fold_runtime in progress(batches):
+        results = KIND.run([item_for(r, setting) for r in batch], params, fold_runtime)
+        for record, result in zip(batch, results, strict=True):
+            answers[record.id] = result["answer"]
+    return [answers[r.id] for r in records]
+
+
+def score(gold: Sequence[str], answers: Sequence[dict], *, seconds: float | None = None, bins: int = 10) -> dict:
+    """Accuracy, macro-F1, the confusion matrix (gold x predicted), calibration (ECE over ``bins`` bins of
+    the predicted label's probability), the predicted distribution and the majority-class accuracy."""
+    predicted = [a["label"] for a in answers]
+    n = len(gold)
+    confusion = {g: {p: 0 for p in ANSWER_LABELS} for g in ANSWER_LABELS}
+    for g, p in zip(gold, predicted, strict=True):
+        confusion[g][p] += 1
+    f1s = []
+    for label in ANSWER_LABELS:
+        tp = confusion[label][label]
+        fp = sum(confusion[g][label] for g in ANSWER_LABELS) - tp
+        fn = sum(confusion[label].values()) - tp
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    ece = 0.0
+    confidences = [a["probabilities"][a["label"]] for a in answers]
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        members = [i for i, c in enumerate(confidences) if low < c <= high or (b == 0 and c == 0)]
+        if members:
+            accuracy = sum(predicted[i] == gold[i] for i in members) / len(members)
+            mean_confidence = sum(confidences[i] for i in members) / len(members)
+            ece += len(members) / n * abs(accuracy - mean_confidence)
+    counts = Counter(gold)
+    return {
+        "n": n,
+        "accuracy": sum(g == p for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
+        "macro_f1": sum(f1s) / len(f1s),
+        "f1": dict(zip(ANSWER_LABELS, f1s, strict=True)),
+        "ece": ece,
+        "confusion": confusion,
+        "predicted": {label: predicted.count(label) for label in ANSWER_LABELS},
+        "majority_class": counts.most_common(1)[0][1] / n if n else 0.0,
+        "answers_per_second": n / seconds if seconds else None,
+    }
+
+
+def evaluate_answers(records: Sequence, *, settings: Sequence[str], runtime, params: dict, batch_size: int = 8,
+                     folds=None, train_evidence=None, progress=lambda it: it) -> dict[str, dict]:
+    """``score`` per setting, timing the answers (the models are loaded before the clock starts)."""
+    out = {}
+    for setting in settings:
+        started = time.perf_counter()
+        answers = predict(records, setting=setting, runtime=runtime, params=params, batch_size=batch_size,
+                          folds=folds, train_evidence=train_evidence, progress=progress)
+        out[setting] = score([r.label for r in records], answers, seconds=time.perf_counter() - started)
+        out[setting]["answers"] = [{"id": r.id, "gold": r.label, **a} for r, a in zip(records, answers, strict=True)]
+    return out
