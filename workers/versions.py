@@ -19,12 +19,37 @@ log = logging.getLogger(__name__)
 
 
 def _builtin_concepts_version() -> dict:
-    """The concept dictionaries are versioned by the packages that ship them."""
-    from medassist.knowledge.concepts import dictionary_versions
+    """The built-in concept extractor as a ``concepts`` model version: its name says the extractor's recipe,
+    the dictionary packages' versions and the checksums of the data it reads (``concepts.extractor_version``),
+    so a changed recipe is a new version. (Recipe 1 keeps its old name: the package versions alone.)"""
+    from medassist.knowledge.concepts import extractor_version
 
-    versions = dictionary_versions()
-    return {"role": ModelVersion.Role.CONCEPTS, "name": "+".join(f"{k}=={v}" for k, v in sorted(versions.items())),
-            "format": "dictionary", "config": {"packages": versions}}
+    return {"role": ModelVersion.Role.CONCEPTS, **extractor_version()}
+
+
+_builtin_concepts_seen: tuple | None = None  # (built-in version name, active version) this process checked last
+
+
+def _builtin_concepts_active(active: ModelVersion | None) -> ModelVersion:
+    """The ``concepts`` version to use, after registering the built-in extractor's current version (checked
+    once per process and active version: no query while neither changes). It becomes active when no
+    version is, or when it is new to the database while an earlier built-in extractor is active: a
+    deployment that changes the recipe switches once, audited, and a later rollback (to any version)
+    stays, because the version is no longer new."""
+    global _builtin_concepts_seen
+    builtin = _builtin_concepts_version()
+    if active is not None and _builtin_concepts_seen == (builtin["name"], _identity(active)):
+        return active
+    from medassist.registry.services import model_version_promote, model_version_register
+
+    new = not ModelVersion.objects.filter(role=builtin["role"], name=builtin["name"], format=builtin["format"]).exists()
+    version = model_version_register(**builtin)  # active at once when the role has none
+    if new and active is not None and active.pk != version.pk and active.format == builtin["format"]:
+        version = model_version_promote(version=version, reason=f"the built-in concept extractor changed "
+                                                                f"(was {active.label})")
+    chosen = version if version.status == ModelVersion.Status.ACTIVE else active
+    _builtin_concepts_seen = (builtin["name"], _identity(chosen))
+    return chosen
 
 
 def _identity(version: ModelVersion) -> tuple:
@@ -53,10 +78,8 @@ class Runtime:
         if not roles:
             return
         active = {v.role: v for v in ModelVersion.objects.filter(role__in=roles, status=ModelVersion.Status.ACTIVE)}
-        if ModelVersion.Role.CONCEPTS in roles and ModelVersion.Role.CONCEPTS not in active:
-            from medassist.registry.services import model_version_register
-
-            active[ModelVersion.Role.CONCEPTS] = model_version_register(**_builtin_concepts_version())
+        if ModelVersion.Role.CONCEPTS in roles:
+            active[ModelVersion.Role.CONCEPTS] = _builtin_concepts_active(active.get(ModelVersion.Role.CONCEPTS))
         missing = [r for r in roles if r not in active]
         if missing:
             raise RuntimeError(f"no active model version for role(s) {', '.join(missing)}: run "
