@@ -163,16 +163,16 @@ MEDASSIST_WORKER_CONCURRENCY = env.int("MEDASSIST_WORKER_CONCURRENCY", default=o
 MEDASSIST_TORCH_THREADS = env.int("MEDASSIST_TORCH_THREADS",
                                   default=max(1, (os.cpu_count() or 1) // MEDASSIST_WORKER_CONCURRENCY))
 # Linear layers kept in fp32 by torch dynamic int8: down_proj carries activation outliers, and the
-# (tied) lm_head decides every token (docs/benchmarks.md, "Models": what quantizing either costs).
+# (tied) lm_head decides every token (docs/benchmarks.md, "Model backends": what quantizing either costs).
 MEDASSIST_INT8_EXCLUDE = tuple(env.list("MEDASSIST_INT8_EXCLUDE", default=["down_proj", "lm_head"]))
 # ONNX int8 generator: weight-only int8 (MatMulNBits) with one scale per this many weights; every
-# projection including down_proj and the head is quantized (its NLL cost: docs/benchmarks.md, "Models").
+# projection including down_proj and the head is quantized (its NLL cost: docs/benchmarks.md, "Model backends").
 # Node-name keys listed in MEDASSIST_ONNX_INT8_EXCLUDE stay fp32 ("lm_head" keeps the tied fp32 head).
 MEDASSIST_ONNX_INT8_BLOCK_SIZE = env.int("MEDASSIST_ONNX_INT8_BLOCK_SIZE", default=64)
 MEDASSIST_ONNX_INT8_EXCLUDE = tuple(env.list("MEDASSIST_ONNX_INT8_EXCLUDE", default=[]))
 # Yes/no/maybe answers pool the generator's label likelihood (this weight) with the answer-evidence
 # model's reading of the conclusion (weight 1); see medassist.kinds.literature. The default is the
-# weight `manage.py bench_answers` chose on held-out PubMedQA questions (docs/benchmarks.md, "Answers").
+# weight `manage.py bench_answers` chose on held-out PubMedQA questions (docs/benchmarks.md, "Yes/no/maybe answers").
 MEDASSIST_QA_GENERATOR_WEIGHT = env.float("MEDASSIST_QA_GENERATOR_WEIGHT", default=0.25)
 
 # --- Celery ---------------------------------------------------------------------------------------

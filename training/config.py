@@ -2,8 +2,8 @@
 
 ``FinetuneConfig`` travels as a plain dict (job params, Ray's ``train_loop_config``, the registered
 ``ModelVersion.config``), so a model version is traceable to exactly the recipe that made it.
-The defaults are the measured default recipe (docs/benchmarks.md): it fits in 45 minutes on a
-2-core machine and is what ``manage.py finetune`` and a ``finetune`` job run when given nothing.
+The defaults are the default recipe compared in docs/benchmarks.md ("LoRA recipes compared"): it fits a 2-core
+machine's time budget and is what ``manage.py finetune`` and a ``finetune`` job run when given nothing.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class FinetuneConfig:
     # Loss weight of a QA example's answer ("Yes."/"No."/"Maybe.", the first reply) relative to its
     # rationale tokens. The rationale is ~30 tokens mostly copied from the abstract; at weight 1 the
     # answer is a small share of the loss and the model learns to copy rather than to answer; the recipes
-    # compared are in docs/benchmarks.md, "recipes".
+    # compared are in docs/benchmarks.md, "LoRA recipes compared".
     answer_loss_weight: float = 10.0
     # Cap on training examples (0 = all): for smoke runs and tests.
     max_train_examples: int = 0
@@ -64,11 +64,11 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     # Module names that get adapters: the Llama/Qwen2 attention and MLP projections by default. Within the
     # top layers the MLP adapters cost little (backward passes through those MLPs anyway); attention only
-    # against attention + MLP: docs/benchmarks.md, "recipes".
+    # against attention + MLP: docs/benchmarks.md, "LoRA recipes compared".
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
     # Adapters only in the top N transformer layers (0 = all): backward then stops there, which on
-    # a CPU shortens the step for classification-style tasks (docs/benchmarks.md, "Training").
+    # a CPU shortens the step for classification-style tasks (docs/benchmarks.md, "LoRA training throughput").
     lora_top_layers: int = 10
 
     # --- optimisation -------------------------------------------------------------------------------

@@ -150,8 +150,47 @@ def _components(params: dict, ranker, runtime) -> tuple:
     return ComponentWeights(**weights), encoder, report
 
 
+def _with_supporting_documents(diagnoses) -> list[dict]:
+    """Each diagnosis as a dict, with the corpus documents that link it to its matched findings."""
+    out = []
+    for d in diagnoses:
+        entry = d.to_dict()
+        entry["supporting_documents"] = _pmids(d.concept_id, [m.get("concept_id") for m in d.matched
+                                                              if m.get("concept_id")])
+        out.append(entry)
+    return out
+
+
+def _run_bayes(batch: list[dict], params: dict, ranker) -> list[dict]:
+    """The naive Bayes ranker over the imported associations (``knowledge.diagnosis_bayes``): every
+    source is a weighted component of each diagnosis' ``score_components``; the corpus/HPO/embedding
+    weights belong to the HSDN ranker and are not used here (the knowledge block says so)."""
+    source = diagnosis_state.ranker_source()
+    knowledge = {"source": "naive Bayes over the imported diagnosis associations (NHAMCS 2010 ED visits, HSDN "
+                           "top-10, DBpedia, Disease Ontology, DDXPlus, imported files), NHAMCS visit-frequency priors",
+                 "diseases": len(ranker.disease_ids), "version": ranker.version, "model": "naive-bayes",
+                 "components": {name: {"weight": ranker.weights.of(name), "links": n}
+                                for name, n in ranker.stats["links"].items()}
+                 | {"prior": {"weight": ranker.weights.prior, "visits": ranker.stats["nhamcs_visits"]}},
+                 "matrix": source,
+                 "unused_params": [f"{n}_weight" for n in DEFAULT_WEIGHTS if float(params.get(f"{n}_weight", 0)) > 0]}
+    results = []
+    for item in batch:
+        findings = ranker.resolve(item.get("findings") or [item["symptoms"]])
+        diagnoses = ranker.rank(findings, top_k=params["top_k"], age=item.get("age"), sex=item.get("sex"))
+        out = _with_supporting_documents(diagnoses)
+        results.append({"findings": [f.to_dict() for f in findings if f.concept_id],
+                        "unrecognised": [f.text for f in findings if not f.concept_id],
+                        "diagnoses": out, "knowledge": knowledge})
+    return results
+
+
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     ranker = diagnosis_state.get_ranker()
+    if getattr(ranker, "kind", None) == "bayes":
+        results = _run_bayes(batch, params, ranker)
+        _explain(results, params, runtime)
+        return results
     weights, encoder, report = _components(params, ranker, runtime)
     results = []
     for item in batch:
@@ -159,12 +198,7 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         findings = ranker.resolve(given)
         diagnoses = ranker.rank(findings, top_k=params["top_k"], age=item.get("age"), sex=item.get("sex"),
                                 weights=weights, encoder=encoder)
-        out = []
-        for d in diagnoses:
-            entry = d.to_dict()
-            entry["supporting_documents"] = _pmids(d.concept_id, [m.get("concept_id") for m in d.matched
-                                                                  if m.get("concept_id")])
-            out.append(entry)
+        out = _with_supporting_documents(diagnoses)
         knowledge = {"source": "HSDN symptom-disease network (Zhou et al. 2014), TF-IDF cosine"
                                + "".join(f" + {name}" for name, c in report.items() if name != "hsdn" and c["weight"]),
                      "diseases": len(ranker.disease_ids), "components": report}
@@ -178,6 +212,11 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
             "diagnoses": out,
             "knowledge": knowledge,
         })
+    _explain(results, params, runtime)
+    return results
+
+
+def _explain(results: list[dict], params: dict, runtime) -> None:
     if params["explain"]:
         from workers.runtime.engines import GenerationSettings
 
@@ -188,7 +227,6 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
         for r, text in zip(chosen, generator.generate(prompts, gen) if prompts else [], strict=True):
             r["generated_rationale"] = {"text": text, "model_version": runtime.version_label("generator"),
                                         "settings": gen.as_dict(), "note": "generated; the ranking does not use it"}
-    return results
 
 
 def required_roles(params: dict) -> tuple[str, ...]:

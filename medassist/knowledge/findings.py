@@ -251,6 +251,9 @@ class SymptomVocabulary:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, ...], tuple[str, int]] = {}  # key -> (concept_id, priority)
+        # order-free keys for whole-phrase lookup only: "pain chest" (how discharge summaries and
+        # terminologies write it) = "chest pain"; never used while scanning free text
+        self._bags: dict[tuple[str, ...], tuple[str, int]] = {}
         self.names: dict[str, str] = {}  # concept_id -> preferred name
         self.max_len = 1
 
@@ -264,6 +267,10 @@ class SymptomVocabulary:
         if current is None or priority < current[1]:
             self._entries[key] = (concept_id, priority)
             self.max_len = max(self.max_len, len(key))
+        bag = tuple(sorted(key))
+        kept = self._bags.get(bag)
+        if kept is None or priority < kept[1]:
+            self._bags[bag] = (concept_id, priority)
 
     def add_concept(self, concept_id: str, name: str) -> None:
         concept_id = normalize_concept_id(concept_id)
@@ -315,8 +322,10 @@ class SymptomVocabulary:
 
     # lookup
     def lookup(self, phrase: str) -> tuple[str, str] | None:
-        """Whole-phrase lookup ("Chest Pain", "chest pains", "Angina, Unstable") -> (concept_id, name)."""
-        hit = self._entries.get(_word_key(phrase))
+        """Whole-phrase lookup ("Chest Pain", "chest pains", "Angina, Unstable", and inverted forms:
+        "pain chest") -> (concept_id, name)."""
+        key = _word_key(phrase)
+        hit = self._entries.get(key) or self._bags.get(tuple(sorted(key)))
         return (hit[0], self.names[hit[0]]) if hit else None
 
     def get_key(self, key: tuple[str, ...]) -> str | None:
@@ -667,6 +676,7 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
 
 # --- findings as callers give them -------------------------------------------------------------------------
 
+CODED_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:\S+$")  # a prefixed id of another vocabulary: "RFV:1050.1"
 CONCEPT_ID_RE = re.compile(r"^(?:MESH:)?[CD]\d{6,9}$", re.IGNORECASE)  # a MeSH descriptor id, prefixed or not
 
 
@@ -703,7 +713,7 @@ def resolve_findings(findings: Sequence[Finding | str | Mapping], vocab: Symptom
                 out.extend(Finding(f.text, f.concept_id, f.name, f.negated or negated, f.span) for f in resolved)
         elif isinstance(item, str):
             text = item.strip()
-            if CONCEPT_ID_RE.match(text):
+            if CONCEPT_ID_RE.match(text) or (CODED_RE.match(text) and normalize_concept_id(text) in vocab):
                 cid = normalize_concept_id(text)
                 out.append(Finding(text, cid, named(cid), False, (0, len(item))))
                 continue

@@ -32,7 +32,7 @@ from functools import lru_cache
 
 from medassist.knowledge.findings import invert_mesh_name
 
-__all__ = ["icd10cm_matches", "icd10cm_codes"]
+__all__ = ["icd10cm_matches", "icd10cm_codes", "icd10cm_description"]
 
 _ICD_STOP = frozenset("of the and or in with without to by on for at as a an unspecified other specified "
                       "site sites nos".split())
@@ -158,3 +158,13 @@ def icd10cm_matches(name: str, limit: int = 3) -> list[dict]:
     """Best ICD-10-CM 2026 codes for a disease name ("Malaria" -> B54 "Unspecified malaria")."""
     return [{"code": c, "description": d, "match": m, "similarity": s}
             for c, d, m, s in _icd10cm_matches_cached(name, limit)]
+
+
+@lru_cache(maxsize=8192)
+def icd10cm_description(code: str) -> str:
+    """The package's description of an ICD-10-CM ``code`` ("J18.9"), "" when unknown or without the package."""
+    try:
+        cm = _package()
+        return cm.get_description(code) if cm.is_valid_item(code) else ""
+    except Exception:  # noqa: BLE001 - a malformed code from a crosswalk still names itself
+        return ""

@@ -81,6 +81,8 @@ __all__ = [
     "import_hpo",
     "import_icd10cm",
     "import_disease_cooccurrence",
+    "import_associations",
+    "import_association_file",
     "import_pubmedqa",
     "import_medline",
     "corpus_cooccurrence_rebuild",
@@ -90,6 +92,7 @@ __all__ = [
 
 # Where each source lives under MEDASSIST_SHARED_DATA (the first file is the importer's ``path``).
 DEFAULT_PATHS: dict[str, str] = {name: SHARED_FILES[name] for name in IMPORTER_SOURCES}
+DEFAULT_PATHS["associations"] = SHARED_FILES["ddx_knowledge"]  # a folder: every diagnosis association source
 MESH_TERMS_FILE = Path(SHARED_FILES["mesh_terms"]).name  # next to tree-numbers.tsv
 DOID_TO_MESH_FILE = Path(SHARED_FILES["doid_to_mesh"]).name  # next to disease-disease-cooccurrence.tsv
 
@@ -505,3 +508,142 @@ def import_medline(*, path: Path | str) -> ImportResult:
         result.notes.append(f"{no_pmid} citations without a PMID skipped")
     result.seconds = time.perf_counter() - started
     return result
+
+
+# --- diagnosis associations: many sources, one table ---------------------------------------------------------
+
+ASSOCIATION_SOURCE = "ddx-knowledge"  # Concept.source of the concepts the association import creates
+
+
+def _plain_concepts(names: dict[str, str]) -> int:
+    """Create the concepts of ``names`` (id -> name) that do not exist; existing ones keep their name."""
+    existing: set[str] = set()
+    for ids in batched(list(names), LOOKUP_BATCH):
+        existing.update(Concept.objects.filter(id__in=ids).values_list("id", flat=True))
+    rows = []
+    for concept_id, name in names.items():
+        if concept_id in existing:
+            continue
+        prefix, _, code = concept_id.partition(":")
+        rows.append(Concept(id=concept_id, vocabulary=prefix.lower()[:16], code=code[:48], name=name[:255],
+                            name_lower=name[:255].lower(), source=ASSOCIATION_SOURCE))
+    Concept.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    return len(rows)
+
+
+def _associations_replace(rows: list, sources: set[str]) -> dict[str, int]:
+    from .models import DiagnosisAssociation
+
+    objects = [DiagnosisAssociation(disease_id=r.disease, finding_id=r.finding, source=r.source, weight=r.weight,
+                                    count=max(int(r.count), 1)) for r in rows]
+    DiagnosisAssociation.objects.bulk_create(objects, batch_size=BATCH_SIZE, update_conflicts=True,
+                                             unique_fields=["disease", "finding", "source"],
+                                             update_fields=["weight", "count"])
+    wanted = {(r.disease, r.finding, r.source) for r in rows}
+    stale = [pk for pk, d, f, s in DiagnosisAssociation.objects.filter(source__in=sources).values_list(
+        "pk", "disease_id", "finding_id", "source") if (d, f, s) not in wanted]
+    for pks in batched(stale, LOOKUP_BATCH):
+        DiagnosisAssociation.objects.filter(pk__in=pks).delete()
+    return {"associations": len(objects), "associations_deleted": len(stale)}
+
+
+def import_associations(*, path: Path | str, sources=None) -> ImportResult:
+    """The ddx-knowledge folder (NHAMCS 2010 ED visits, HSDN top-10, DBpedia, DO has_symptom, DDXPlus)
+    -> ``DiagnosisDisease``, ``DiagnosisFinding`` and ``DiagnosisAssociation`` rows, diseases joined
+    through the DO crosswalks (``knowledge.diagnosis_sources``).  Idempotent: a re-import updates the
+    rows and deletes the links of these sources that the files no longer give."""
+    from .diagnosis_sources import SOURCES, build_association_set
+    from .models import DiagnosisDisease, DiagnosisFinding
+
+    started = time.perf_counter()
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ImportFileMissing(f"{folder} is not the ddx-knowledge folder (set MEDASSIST_SHARED_DATA or pass --path)")
+    chosen = tuple(sources or SOURCES)
+    built = build_association_set(folder, sources=chosen)
+    with transaction.atomic():
+        counts = {"concepts_created": _plain_concepts({**{d.id: d.name for d in built.diseases.values()},
+                                                       **built.finding_names})}
+        from .selectors import NHAMCS_TOTAL_ID
+
+        Concept.objects.update_or_create(id=NHAMCS_TOTAL_ID, defaults={
+            "vocabulary": "nhamcs", "code": str(built.total_visits), "name": "NHAMCS 2010 ED visits with a diagnosis",
+            "name_lower": "nhamcs 2010 ed visits with a diagnosis", "source": ASSOCIATION_SOURCE})
+        DiagnosisDisease.objects.bulk_create(
+            [DiagnosisDisease(concept_id=d.id, xrefs=sorted(d.xrefs), synonyms=sorted(d.synonyms - {d.name}),
+                              visits=built.visits.get(d.id, {}).get("n", 0),
+                              visits_weighted=built.visits.get(d.id, {}).get("weighted", 0.0),
+                              strata=built.visits.get(d.id, {}).get("strata", {}))
+             for d in built.diseases.values()],
+            batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["concept"],
+            update_fields=["xrefs", "synonyms", "visits", "visits_weighted", "strata"])
+        DiagnosisFinding.objects.bulk_create(
+            [DiagnosisFinding(concept_id=f, codes=sorted(built.finding_codes.get(f, ())),
+                              synonyms=sorted(built.finding_synonyms.get(f, ())), implies=built.implies.get(f, []))
+             for f in built.finding_names],
+            batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["concept"],
+            update_fields=["codes", "synonyms", "implies"])
+        counts.update(diseases=len(built.diseases), findings=len(built.finding_names))
+        counts.update(_associations_replace(built.associations, set(chosen)))
+    counts.update({k: v for k, v in built.counts().items() if k.startswith("links_")})
+    return ImportResult(source="associations", counts=counts, seconds=time.perf_counter() - started,
+                        notes=built.notes)
+
+
+def import_association_file(*, path: Path | str) -> ImportResult:
+    """A department's own associations (``diagnosis_sources.read_generic_associations``: columns
+    disease_id, disease_name, finding_id, finding_name, weight, source) -> ``DiagnosisAssociation``.
+
+    A disease is found by id (a ranker disease, or a code in its xrefs, e.g. ``UMLS:C0032285``), else
+    by name; a finding by id (or a merged source code), else by name or synonym (inverted forms too);
+    what is not found becomes a new concept (its id as given, else ``CUSTOM:<name>``).  The file's
+    sources are replaced as a whole: re-importing it is idempotent."""
+    from .diagnosis_sources import Association, read_generic_associations
+    from .models import DiagnosisDisease, DiagnosisFinding
+
+    started = time.perf_counter()
+    rows = read_generic_associations(_require(Path(path)))
+    disease_by_code: dict[str, str] = {}
+    disease_by_name: dict[str, str] = {}
+    for concept_id, name, xrefs, synonyms in DiagnosisDisease.objects.values_list(
+            "concept_id", "concept__name", "xrefs", "synonyms"):
+        disease_by_code[concept_id] = concept_id
+        disease_by_code.update((x, concept_id) for x in xrefs)
+        for n in (name, *synonyms):
+            disease_by_name.setdefault(n.lower(), concept_id)
+    from .findings import SymptomVocabulary
+
+    vocab = SymptomVocabulary()
+    finding_by_code: dict[str, str] = {}
+    for concept_id, name, codes, synonyms in DiagnosisFinding.objects.values_list(
+            "concept_id", "concept__name", "codes", "synonyms"):
+        finding_by_code[concept_id] = concept_id
+        finding_by_code.update((c, concept_id) for c in codes)
+        vocab.add_concept(concept_id, name)
+        for s in synonyms:
+            vocab.add(concept_id, s, 1)
+    new_diseases: dict[str, str] = {}
+    new_findings: dict[str, str] = {}
+    merged: dict[tuple[str, str, str], Association] = {}
+    for row in rows:
+        disease = (disease_by_code.get(row["disease_id"]) or disease_by_name.get(row["disease_name"].lower())
+                   or row["disease_id"] or f"CUSTOM:{row['disease_name']}")
+        if disease not in disease_by_code:
+            new_diseases[disease] = row["disease_name"] or disease
+        hit = vocab.lookup(row["finding_name"]) if row["finding_name"] else None
+        finding = (finding_by_code.get(row["finding_id"]) or (hit[0] if hit else None) or row["finding_id"]
+                   or f"CUSTOM:{row['finding_name']}")
+        if finding not in finding_by_code and not hit:
+            new_findings[finding] = row["finding_name"] or finding
+        merged[(disease, finding, row["source"])] = Association(disease, finding, row["source"], row["weight"], 1)
+    sources = {key[2] for key in merged}
+    with transaction.atomic():
+        counts = {"concepts_created": _plain_concepts({**new_diseases, **new_findings})}
+        DiagnosisDisease.objects.bulk_create([DiagnosisDisease(concept_id=d) for d in new_diseases],
+                                             batch_size=BATCH_SIZE, ignore_conflicts=True)
+        DiagnosisFinding.objects.bulk_create([DiagnosisFinding(concept_id=f) for f in new_findings],
+                                             batch_size=BATCH_SIZE, ignore_conflicts=True)
+        counts.update(_associations_replace(list(merged.values()), sources))
+    counts.update(new_diseases=len(new_diseases), new_findings=len(new_findings))
+    return ImportResult(source="associations-file", counts=counts, seconds=time.perf_counter() - started,
+                        notes=[f"sources: {', '.join(sorted(sources))}"])

@@ -120,3 +120,45 @@ class Cooccurrence(models.Model):
         arrow = "->" if self.directed else "--"
         when = "all years" if self.year == self.ALL_YEARS else self.year
         return f"{self.concept_a_id} {arrow} {self.concept_b_id} ({self.source}, {when})"
+
+
+class DiagnosisDisease(models.Model):
+    """A disease of the diagnosis ranker's universe: one concept (MeSH where one exists) with every code
+    the crosswalks join to it (ICD-9-CM, ICD-10-CM, DOID, UMLS, SNOMED) and its NHAMCS visit counts."""
+
+    concept = models.OneToOneField(Concept, primary_key=True, on_delete=models.CASCADE, related_name="diagnosis_disease")
+    xrefs = models.JSONField(default=list, blank=True, help_text='other codes, e.g. ["ICD9CM:486", "DOID:552"]')
+    synonyms = models.JSONField(default=list, blank=True)
+    visits = models.PositiveIntegerField(default=0, help_text="NHAMCS 2010 ED visits with this diagnosis")
+    visits_weighted = models.FloatField(default=0.0, help_text="the same, in national visits (PATWT)")
+    strata = models.JSONField(default=dict, blank=True, help_text='visits per "age band|sex"')
+
+
+class DiagnosisFinding(models.Model):
+    """A finding of the diagnosis vocabulary with the source codes merged into it (RFV codes, DDXPlus
+    evidences, ...), its other names and the findings it also counts as."""
+
+    concept = models.OneToOneField(Concept, primary_key=True, on_delete=models.CASCADE, related_name="diagnosis_finding")
+    codes = models.JSONField(default=list, blank=True)
+    synonyms = models.JSONField(default=list, blank=True)
+    implies = models.JSONField(default=list, blank=True)
+
+
+class DiagnosisAssociation(models.Model):
+    """(disease, finding, source, weight, evidence count): every source the diagnosis ranker combines.
+
+    ``weight`` is P(finding | disease) where the source measures it (NHAMCS: the share of the disease's
+    visits giving the finding as a reason), 1 for a presence-only link (HSDN top-10, DBpedia, DO,
+    DDXPlus), or what an imported file says; ``count`` is the evidence behind it (visits, or 1)."""
+
+    disease = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="+", db_index=False)
+    finding = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=24, db_index=True)
+    weight = models.FloatField()
+    count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["disease", "finding", "source"], name="unique_diagnosis_association")]
+
+    def __str__(self) -> str:
+        return f"{self.disease_id} -> {self.finding_id} ({self.source}, {self.weight:.3f})"

@@ -166,3 +166,44 @@ def corpus_state() -> dict:
     or a literature job adds documents."""
     return Cooccurrence.objects.filter(source=Cooccurrence.Source.CORPUS, year=Cooccurrence.ALL_YEARS).aggregate(
         rows=Count("id"), newest=Max("id"), total=Sum("count"))
+
+
+def association_state() -> dict:
+    """Row count, newest id and summed evidence of the imported diagnosis associations: changes with every
+    re-import (deleted links and upserts move the newest id or the sum)."""
+    from .models import DiagnosisAssociation
+
+    return DiagnosisAssociation.objects.aggregate(rows=Count("id"), newest=Max("id"), total=Sum("count"))
+
+
+def association_set():
+    """The imported diagnosis associations as a ``diagnosis_sources.AssociationSet`` (what the Bayes
+    ranker is built from), with the finding vocabulary rebuilt from the stored names and synonyms."""
+    from .diagnosis_sources import Association, AssociationSet, Disease, clinical_vocabulary_from_rows
+    from .models import DiagnosisAssociation, DiagnosisDisease, DiagnosisFinding
+
+    diseases, visits = {}, {}
+    total = 0
+    for cid, name, xrefs, synonyms, n, weighted, strata in DiagnosisDisease.objects.values_list(
+            "concept_id", "concept__name", "xrefs", "synonyms", "visits", "visits_weighted", "strata"):
+        diseases[cid] = Disease(cid, name, set(xrefs), {name, *synonyms})
+        if n:
+            visits[cid] = {"n": n, "weighted": weighted, "strata": strata}
+    names, codes, synonyms, implies = {}, {}, {}, {}
+    for cid, name, c, s, imp in DiagnosisFinding.objects.values_list("concept_id", "concept__name", "codes",
+                                                                     "synonyms", "implies"):
+        names[cid], codes[cid], synonyms[cid] = name, set(c), set(s)
+        if imp:
+            implies[cid] = list(imp)
+    rows = [Association(d, f, s, w, c) for d, f, s, w, c in DiagnosisAssociation.objects.values_list(
+        "disease_id", "finding_id", "source", "weight", "count").iterator(chunk_size=10_000)]
+    from .models import Concept
+
+    nhamcs_total = Concept.objects.filter(id=NHAMCS_TOTAL_ID).values_list("code", flat=True).first()
+    total = int(nhamcs_total) if nhamcs_total and nhamcs_total.isdigit() else sum(v["n"] for v in visits.values())
+    return AssociationSet(diseases=diseases, finding_names=names, finding_codes=codes, finding_synonyms=synonyms,
+                          associations=rows, implies=implies, visits=visits, total_visits=total,
+                          vocabulary=clinical_vocabulary_from_rows(names, synonyms))
+
+
+NHAMCS_TOTAL_ID = "NHAMCS:visits"  # a marker concept: its code is the number of NHAMCS visits with a diagnosis

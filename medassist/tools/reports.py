@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmark commands: machine description and docs/benchmarks.md sections.
+"""Helpers shared by the benchmark and evaluation commands: machine description, tables, doc sections.
 
-Each benchmark owns one section of ``docs/benchmarks.md`` between ``<!-- NAME:start -->`` and
-``<!-- NAME:end -->`` markers and rewrites only that section, so benchmarks can run separately.
+Each benchmark owns one section of ``docs/benchmarks.md`` (each evaluation one of ``docs/evaluation.md``)
+between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers and rewrites only that section, so
+they can run separately.
 """
 from __future__ import annotations
 
@@ -46,13 +47,15 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, body: str) -> Path:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
-    BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
+def write_section(name: str, body: str, *, path: Path | None = None, header: str = HEADER) -> Path:
+    """Replace (or append) the section ``name`` of ``path`` (default docs/benchmarks.md); a new file
+    starts with ``header``."""
+    path = Path(path or BENCHMARKS_MD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else header
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"<!-- {name}:start -->\n{body.rstrip()}\n\n_Measured {stamp}._\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
-    return BENCHMARKS_MD
+    path.write_text(text)
+    return path

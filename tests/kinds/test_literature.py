@@ -72,17 +72,22 @@ def test_an_id_that_is_right_already_has_no_package_id_and_a_rejected_one_no_mes
     concepts = by_name(result)
     assert concepts["Clioquinol"]["mesh_id"] == "D007464" and "package_id" not in concepts["Clioquinol"]
     assert concepts["Clioquinol"]["id_source"] == "mesh-2015 by name"
-    # Acamprosate is no MeSH 2015 descriptor and its package id is Alcohol Deterrents: not reported as its id.
+    # Acamprosate is no MeSH 2015 descriptor and its package id is Alcohol Deterrents: not reported as its id
+    # (the extractor's recipe 2 already rejects it, so the resolver keeps the extractor's DrugBank id).
     acamprosate = concepts["Acamprosate"]
     assert (acamprosate["id"], acamprosate["mesh_id"], acamprosate["package_id"], acamprosate["id_source"]) == (
-        "DRUGBANK:DB00659", None, "D000427", "package, mesh id rejected")
+        "DRUGBANK:DB00659", None, "D000427", "package")
 
 
-def test_without_a_mesh_import_the_package_ids_are_reported_and_say_so(db):
+def test_without_a_mesh_import_the_extractors_ids_are_reported_and_say_so(db):
+    from medassist.knowledge.concepts import extract_concepts
+
     (result,) = run([{"text": ABSTRACT}])
     metformin = by_name(result)["Metformin"]
-    assert (metformin["id"], metformin["mesh_id"], metformin["id_source"]) == ("MESH:D007004", "D007004", "package")
-    assert "package_id" not in metformin
+    # nothing imported to check against: the extractor's own ids (MeSH 2015 where the shared data has it)
+    own = {c["name"]: c for c in extract_concepts(ABSTRACT)}["Metformin"]
+    assert (metformin["id"], metformin["mesh_id"], metformin["id_source"]) == (own["id"], own["mesh_id"], "package")
+    assert metformin.get("package_id") == own.get("package_id")
 
 
 def test_ids_are_resolved_with_one_query_per_chunk(mesh, django_assert_num_queries):
@@ -158,3 +163,102 @@ def test_the_param_is_in_the_schema_with_its_default():
     assert LITERATURE.params_with_defaults({})["add_to_corpus"] is False
     assert not list(LITERATURE.params_validator.iter_errors({"add_to_corpus": True}))
     assert list(LITERATURE.params_validator.iter_errors({"add_to_corpus": "yes"}))
+
+
+# --- answers: a question per item, labels without rationales --------------------------------------------
+
+class _AskedGenerator:
+    """Stands in for the generator: answers "Yes" and records the user messages it was given."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self.generated = 0
+
+    def chat_prompt(self, user_message, *, system=None, history=()):
+        self.asked.append(user_message)
+        return user_message
+
+    def score_options(self, asked, options):
+        return [{o: 0.8 if o == "Yes" else 0.1 for o in options} for _ in asked]
+
+    def generate(self, asked, settings_):
+        self.generated += len(asked)
+        return ["because"] * len(asked)
+
+
+class _NoOpinion:
+    def predict(self, conclusion):
+        return {"label": "yes", "probabilities": {"yes": 1 / 3, "no": 1 / 3, "maybe": 1 / 3}, "terms": []}
+
+
+class _AnswerRuntime:
+    def __init__(self):
+        self.generator = _AskedGenerator()
+
+    def engine(self, role):
+        return _NoOpinion() if role == "answer_evidence" else self.generator
+
+    def version_label(self, role):
+        return f"{role}:test"
+
+
+@pytest.mark.django_db
+def test_an_items_own_question_is_asked_over_the_jobs_default():
+    runtime = _AnswerRuntime()
+    params = LITERATURE.params_with_defaults({"embed": False, "question": "Does aspirin reduce mortality?"})
+    items = [{"text": "Aspirin reduced mortality after myocardial infarction.", "question": "Is aspirin safe?"},
+             {"text": "Statins lowered cholesterol in adults."},
+             {"text": "Heparin was compared with placebo.", "question": "  "}]  # blank: the job's question
+    results = LITERATURE.run(items, params, runtime)
+    assert [r["answer"]["question"] for r in results] == [
+        "Is aspirin safe?", "Does aspirin reduce mortality?", "Does aspirin reduce mortality?"]
+    assert "Question: Is aspirin safe?" in runtime.generator.asked[0]
+    assert all(r["answer"]["rationale"] == "because" for r in results)
+
+
+@pytest.mark.django_db
+def test_items_with_questions_need_the_answer_models_even_without_a_job_question():
+    params = LITERATURE.params_with_defaults({"embed": False})
+    items = [{"text": "Aspirin reduced mortality.", "question": "Does aspirin reduce mortality?"},
+             {"text": "Statins lowered cholesterol."}]
+    assert set(LITERATURE.required_roles(params, items)) == {"concepts", "generator", "answer_evidence"}
+    assert LITERATURE.required_roles(params, [items[1]]) == ("concepts",)
+    results = LITERATURE.run(items, params, _AnswerRuntime())
+    assert results[0]["answer"]["label"] in ("yes", "no", "maybe") and "answer" not in results[1]
+
+
+@pytest.mark.django_db
+def test_rationale_false_gives_labels_and_evidence_without_generating():
+    runtime = _AnswerRuntime()
+    params = LITERATURE.params_with_defaults({"embed": False, "question": "Does aspirin reduce mortality?",
+                                        "rationale": False})
+    result, = LITERATURE.run([{"text": "Aspirin reduced mortality after myocardial infarction."}], params, runtime)
+    assert runtime.generator.generated == 0
+    assert result["answer"]["label"] == "yes" and "evidence" in result["answer"]
+    assert "rationale" not in result["answer"] and "rationale_settings" not in result["answer"]
+
+
+def test_a_pubmedqa_file_becomes_one_job_with_a_question_per_item(alice, client_for):
+    import json as json_module
+
+    from django.conf import settings
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from medassist.jobs.models import Job
+
+    records = {"111": {"QUESTION": "Does aspirin reduce mortality?", "CONTEXTS": ["Aspirin was given.", "Deaths fell."],
+                       "LABELS": ["METHODS", "RESULTS"], "MESHES": ["Aspirin"], "YEAR": "2001",
+                       "final_decision": "yes", "LONG_ANSWER": "Aspirin reduces mortality."},
+               "222": {"QUESTION": "Is heparin safe?", "CONTEXTS": ["Heparin was compared with placebo."],
+                       "LABELS": ["RESULTS"], "final_decision": "maybe"}}
+    body = json_module.dumps(records, indent=2).encode()
+    response = client_for(alice).post("/api/v1/jobs/", {"kind": "literature", "file": SimpleUploadedFile(
+        "ori_pqal.json", body, content_type="application/json")}, format="multipart")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.source["format"] == "pubmedqa" and job.total_items == 2
+    first = job.items.get(index=0).input
+    assert first["question"] == "Does aspirin reduce mortality?" and first["text"] == "Aspirin was given. Deaths fell."
+    assert first["reference_answer"] == "yes" and first["pmid"] == "111" and first["year"] == 2001
+    assert "Aspirin reduces mortality." not in first["text"]  # PubMedQA's own setting: no conclusion
+    assert job.chunk_size == settings.MEDASSIST_MODEL_CHUNK_SIZE  # items that need the language model

@@ -124,7 +124,7 @@ def quantize_int8(model: torch.nn.Module, *, exclude: tuple[str, ...]) -> torch.
     """Dynamic int8 for every Linear whose name contains none of ``exclude`` (e.g. down_proj).
 
     Weights per output channel: per-tensor scales cost SmolLM2 more NLL on MEDLINE abstracts than per
-    channel (docs/benchmarks.md, "Models").
+    channel (docs/benchmarks.md, "Model backends").
     """
     import ctypes
     import gc

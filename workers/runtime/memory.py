@@ -2,9 +2,8 @@
 
 Loading a model (the torch int8 path quantizes an fp32 copy; onnxruntime parses the graph and packs
 the weights) and running a large batch free hundreds of MB that glibc keeps in the process heap, so
-resident memory stays at its peak. ``malloc_trim(0)`` returns the free pages: measured on a
-weight-only int8 ONNX build of SmolLM2 without the onnxruntime arena, resident memory after a
-256-token forward went from 541 MB to 394 MB. It walks the heap, so the worker calls it after a
+resident memory stays at its peak. ``malloc_trim(0)`` returns the free pages (bench_models measures
+the resident memory it leaves). It walks the heap, so the worker calls it after a
 model load and after each chunk, not per item. A no-op where the C library has no ``malloc_trim``.
 """
 from __future__ import annotations

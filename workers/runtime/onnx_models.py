@@ -394,7 +394,7 @@ def _quantize_embedding_gather(model, block_size: int) -> int:
     """The token embedding ``Gather`` -> ``com.microsoft.GatherBlockQuantized`` over an 8-bit table (symmetric,
     one fp32 scale per ``block_size`` values of a row, zero point 128). onnxruntime's own quantizer does
     Gather only at 4 bits; 8 bits keeps the embedding as exact as the projections (docs/benchmarks.md,
-    "Models"). Only a table no other node reads is replaced (after ``_untie_head`` that is the
+    "Model backends"). Only a table no other node reads is replaced (after ``_untie_head`` that is the
     embedding). Returns how many Gathers were rewritten."""
     from onnx import helper, numpy_helper
 
@@ -442,11 +442,11 @@ def quantize_causal_lm(onnx_path: Path, out_path: Path, *, exclude_ops: tuple[st
     ("lm_head" keeps the tied fp32 head). The token embedding table becomes 8-bit too
     (:func:`_quantize_embedding_gather`) unless an ``exclude_ops`` key contains "embed".
 
-    Why not ``quantize_dynamic`` (what this used before, measured in docs/benchmarks.md on 60 held-out
-    MEDLINE abstracts): activations stay fp32, so the activation outliers that enter ``down_proj``
-    cost nothing, and block scales follow the weights closely. Dynamic per-tensor int8 needed
-    ``down_proj`` and the head kept fp32 and still lost 2.7% NLL; this quantizes everything and loses
-    0.5%, decodes faster (the 49k-row head is int8) and is smaller.
+    Why not ``quantize_dynamic`` (what this used before; both compared in docs/benchmarks.md, "Model backends"):
+    activations stay fp32, so the activation outliers that enter ``down_proj`` cost nothing, and block
+    scales follow the weights closely. Dynamic per-tensor int8 needed ``down_proj`` and the head kept
+    fp32 and still lost more NLL; this quantizes everything, loses less, decodes faster (the head is
+    int8) and is smaller.
 
     The weights go to ``<model>.data`` beside the graph (ONNX external data): onnxruntime maps the file
     instead of copying it, so the embedding table, which only its Gather reads, is paged in only for
@@ -483,8 +483,8 @@ def quantize_causal_lm(onnx_path: Path, out_path: Path, *, exclude_ops: tuple[st
 def quantize_embedder(onnx_path: Path, out_path: Path) -> Path:
     """Dynamic int8 (QInt8 weights, *per-channel* scales) of every MatMul of the encoder.
 
-    Per-channel, measured on all-MiniLM-L6-v2 (1024 PubMedQA sentences, cosine to fp32): min 0.986 /
-    mean 0.993, where per-tensor gave min 0.916 / mean 0.958, at the same speed and size.
+    Per-channel: closer to fp32 than per-tensor scales (cosine on PubMedQA sentences, docs/benchmarks.md,
+    "Model backends"), at the same speed and size.
     """
     return _quantize(onnx_path, out_path, [], per_channel=True)
 
@@ -504,7 +504,7 @@ def _session(onnx_path: Path, threads: int):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Both models keep onnxruntime's arena: a decode step reallocates every layer's KV cache one token
     # longer, and without the arena glibc's heap fragmented under it (peak memory with and without:
-    # docs/benchmarks.md, "Models"). The generator gives the arena back after each call and the embedder
+    # docs/benchmarks.md, "Model backends"). The generator gives the arena back after each call and the embedder
     # after each encode() (``_shrink_arena``); the embedder is slower without one.
     opts.enable_cpu_mem_arena = True
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])

@@ -26,7 +26,8 @@ from medassist.knowledge.diagnosis import ComponentWeights, DiagnosisRanker, Tex
 from medassist.knowledge.findings import normalize_concept_id
 from medassist.knowledge.hsdn import HsdnLink, read_hsdn
 
-__all__ = ["cases_from_hsdn_holdout", "evaluate", "evaluate_many", "Progress"]
+__all__ = ["cases_from_hsdn_holdout", "evaluate", "evaluate_many", "Progress", "open_world_cases_nhamcs",
+           "open_world_cases_ddxplus", "open_world_cases_hsdn", "DiseaseMatcher", "evaluate_open"]
 
 # Wraps an iterable of a known length (e.g. in a progress bar) and yields the same items.
 Progress = Callable[[Iterable, int], Iterable]
@@ -168,3 +169,130 @@ def _metrics(ranks: list[int | None], latencies: list[float], rankers_built: int
         "rank_ms_max": round(max(latencies), 3) if latencies else None,
         "rankers_built": rankers_built,
     }
+
+
+# --- open world: the Bayes ranker over many sources, on cases from sources it did not read -------------------
+
+
+def open_world_cases_nhamcs(visits, *, limit: int = 2000, seed: int = 0) -> list[dict]:
+    """Vignettes from NHAMCS visits (a held-out half): the visit's reasons for visit (symptom-module RFV
+    codes, 1xxx) -> its first-listed diagnosis; age and sex as recorded."""
+    import random
+
+    cases = []
+    for v in visits:
+        rfvs = [f"RFV:{r}" for r in v.rfvs if r.startswith("1")]
+        if not rfvs or not v.diagnoses:
+            continue
+        cases.append({"findings": rfvs, "age": v.age, "sex": v.sex, "codes": [f"ICD9CM:{v.diagnoses[0]}"],
+                      "diagnosis": ""})
+    random.Random(seed).shuffle(cases)
+    return cases[:limit]
+
+
+def open_world_cases_ddxplus(folder: Path, vocabulary, *, per_condition: int = 5, findings_per_case: int = 4,
+                             seed: int = 0) -> list[dict]:
+    """DDXPlus-style cases from its 49 condition definitions: ``per_condition`` random subsets of
+    ``findings_per_case`` symptom evidences, each evidence read through the finding vocabulary from its
+    English question; the disease named by its ICD-10 codes and name."""
+    import json
+    import random
+
+    from medassist.knowledge.diagnosis_sources import FILES, FindingIndex, ddxplus_evidence_findings
+
+    conditions = json.loads((folder / FILES["ddxplus"]).read_text(encoding="utf-8"))
+    evidences = json.loads((folder / FILES["ddxplus_evidences"]).read_text(encoding="utf-8"))
+    index = FindingIndex({})
+    index.vocabulary = vocabulary
+    mapped = ddxplus_evidence_findings(evidences, index)
+    rng = random.Random(seed)
+    cases = []
+    for name, cond in conditions.items():
+        pool = sorted({f for ev in cond.get("symptoms", {}) for f in mapped.get(ev, ()) if not f.startswith("DDXPLUS:")})
+        if not pool:
+            continue
+        codes = [f"ICD10CM:{c.strip().upper()}" for c in cond.get("icd10-id", "").replace(";", ",").split(",") if c.strip()]
+        for _ in range(per_condition):
+            chosen = rng.sample(pool, min(findings_per_case, len(pool)))
+            cases.append({"findings": chosen, "codes": codes, "diagnosis": cond.get("cond-name-eng") or name})
+    return cases
+
+
+def open_world_cases_hsdn(folder: Path, *, diseases: int = 300, findings_per_case: int = 5, seed: int = 0) -> list[dict]:
+    """HSDN top-10 hold-out: ``diseases`` random diseases, ``findings_per_case`` of their top-10 symptoms by
+    name (the ranker is built without HSDN); the disease named by its MeSH id, UMLS CUI and name."""
+    import csv
+    import random
+
+    from medassist.knowledge.diagnosis_sources import FILES
+
+    by_disease: dict[str, dict] = {}
+    with open(folder / FILES["hsdn"], encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            entry = by_disease.setdefault(row["disease_mesh_id"], {
+                "codes": [f"MESH:{row['disease_mesh_id']}"] + ([f"UMLS:{row['disease_umls']}"] if row["disease_umls"] else []),
+                "diagnosis": row["disease_mesh_term"], "symptoms": []})
+            entry["symptoms"].append(row["symptom_mesh_term"])
+    rng = random.Random(seed)
+    chosen = rng.sample(sorted(by_disease), min(diseases, len(by_disease)))
+    return [{"findings": rng.sample(by_disease[d]["symptoms"], min(findings_per_case, len(by_disease[d]["symptoms"]))),
+             "codes": by_disease[d]["codes"], "diagnosis": by_disease[d]["diagnosis"]} for d in chosen]
+
+
+class DiseaseMatcher:
+    """A case's disease -> the ranker's disease rows: by code (the ranker's ids and every crosswalk xref,
+    e.g. ``UMLS:C0032285``, ``ICD9CM:486``; an ICD-10-CM code also by its category) and by name or
+    synonym (order-free: "pneumonia, bacterial" = "bacterial pneumonia")."""
+
+    def __init__(self, ranker) -> None:
+        from medassist.knowledge.diagnosis_sources import name_key
+
+        self._key = name_key
+        self.by_code: dict[str, set[int]] = {}
+        self.by_name: dict[tuple, set[int]] = {}
+        synonyms = getattr(ranker, "disease_synonyms", None) or [[] for _ in ranker.disease_ids]
+        for i, (cid, name, xrefs, syns) in enumerate(zip(ranker.disease_ids, ranker.disease_names,
+                                                          ranker.disease_xrefs, synonyms, strict=True)):
+            for code in (cid, *xrefs):
+                code = code.replace("UMLS_CUI:", "UMLS:")
+                self.by_code.setdefault(code, set()).add(i)
+                if code.startswith("ICD10CM:") and "." in code:
+                    self.by_code.setdefault(code.split(".")[0], set()).add(i)
+            for n in (name, *syns):
+                self.by_name.setdefault(self._key(n), set()).add(i)
+
+    def targets(self, case: Mapping) -> set[int]:
+        out: set[int] = set()
+        for code in case.get("codes") or []:
+            code = str(code).replace("UMLS_CUI:", "UMLS:")
+            if code.upper().startswith("UMLS:"):
+                code = "UMLS:" + code.split(":", 1)[1].upper()
+            out |= self.by_code.get(code, set())
+            if code.startswith("ICD10CM:"):
+                out |= self.by_code.get(code.split(".")[0], set())
+        if case.get("diagnosis"):
+            out |= self.by_name.get(self._key(case["diagnosis"]), set())
+        return out
+
+
+def evaluate_open(ranker, cases: Sequence[Mapping], *, weights=None, top_k: int = 20, progress=None) -> dict:
+    """top-1/3/10/20 of ``ranker`` on ``cases``; a case whose disease the ranker does not know counts as a
+    miss and is counted in ``outside_universe``."""
+    matcher = DiseaseMatcher(ranker)
+    ranks: list[int | None] = []
+    latencies: list[float] = []
+    outside = 0
+    for case in cases:
+        targets = matcher.targets(case)
+        if not targets:
+            outside += 1
+        started = time.perf_counter()
+        kwargs = {"weights": weights} if weights is not None else {}
+        order = ranker.ranked_indices(case["findings"], top_k=top_k, age=case.get("age"), sex=case.get("sex"), **kwargs)
+        latencies.append(time.perf_counter() - started)
+        ranks.append(next((r for r, i in enumerate(order, start=1) if i in targets), None))
+        if progress is not None:
+            progress.update(1)
+    out = _metrics(ranks, latencies, 1)
+    out["outside_universe"] = outside
+    return out

@@ -25,7 +25,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from medassist.common.benchmarks import format_table, machine_description, write_section
+from medassist.tools.reports import format_table, machine_description, write_section
 
 LABELS = ("yes", "no", "maybe")
 

@@ -14,10 +14,10 @@ import time
 import requests
 from django.core.management import BaseCommand, CommandError, call_command
 
-from medassist.common.benchmarks import format_table, machine_description, write_section
 from medassist.common.processes import free_port, start_web, start_worker
 from medassist.tools.evaluation.progress import progress, progress_enabled
 from medassist.tools.management.commands.bench_queue import load_abstracts
+from medassist.tools.reports import format_table, machine_description, write_section
 
 CASES = [
     "58 year old man with chest pain and shortness of breath, nausea, no fever",

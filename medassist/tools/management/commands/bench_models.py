@@ -26,9 +26,9 @@ import numpy as np
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
-from medassist.common.benchmarks import format_table, machine_description, write_section
 from medassist.common.data_paths import shared_path
 from medassist.common.parsers import parse_upload
+from medassist.tools.reports import format_table, machine_description, write_section
 from workers.runtime.memory import release_freed_memory
 
 GENERATOR_FORMATS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")

@@ -23,12 +23,12 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
 from config.celery import app as celery_app
-from medassist.common.benchmarks import format_table, machine_description, write_section
 from medassist.common.data_paths import shared_path
 from medassist.common.parsers import parse_upload
 from medassist.common.processes import free_port, start_web, start_worker
 from medassist.jobs.models import Job
 from medassist.kinds import get_kind
+from medassist.tools.reports import format_table, machine_description, write_section
 from workers.versions import get_runtime
 
 # The dictionary/extractive part of the literature kind: model outputs are benchmarked by bench_models.

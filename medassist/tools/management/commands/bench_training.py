@@ -36,7 +36,7 @@ class Command(BaseCommand):
         import torch
         from tqdm import tqdm
 
-        from medassist.common.benchmarks import format_table, machine_description, write_section
+        from medassist.tools.reports import format_table, machine_description, write_section
         from training import data as training_data
         from training.config import FinetuneConfig
         from training.export import base_weights

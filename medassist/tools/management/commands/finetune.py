@@ -69,7 +69,7 @@ class Command(BaseCommand):
         table = result_table(result)
         self.stdout.write(table)
         if write_benchmark:
-            from medassist.common.benchmarks import machine_description, write_section
+            from medassist.tools.reports import machine_description, write_section
 
             command = "python manage.py finetune " + " ".join(
                 [f"--set {k}={json.dumps(v)}" for k, v in values.items() if k != "sources"] +
@@ -81,7 +81,7 @@ class Command(BaseCommand):
 
 
 def result_table(result: dict) -> str:
-    from medassist.common.benchmarks import format_table
+    from medassist.tools.reports import format_table
 
     before, after, training, timings = result["before"], result["after"], result["training"], result["timings"]
     rows = [
