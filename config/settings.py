@@ -170,10 +170,11 @@ MEDASSIST_INT8_EXCLUDE = tuple(env.list("MEDASSIST_INT8_EXCLUDE", default=["down
 # Node-name keys listed in MEDASSIST_ONNX_INT8_EXCLUDE stay fp32 ("lm_head" keeps the tied fp32 head).
 MEDASSIST_ONNX_INT8_BLOCK_SIZE = env.int("MEDASSIST_ONNX_INT8_BLOCK_SIZE", default=64)
 MEDASSIST_ONNX_INT8_EXCLUDE = tuple(env.list("MEDASSIST_ONNX_INT8_EXCLUDE", default=[]))
-# Yes/no/maybe answers pool the generator's label likelihood (this weight) with the answer-evidence
-# model's reading of the conclusion (weight 1); see medassist.kinds.literature. The default is the
-# weight `manage.py bench_answers` chose on held-out PubMedQA questions (docs/benchmarks.md, "Yes/no/maybe answers").
-MEDASSIST_QA_GENERATOR_WEIGHT = env.float("MEDASSIST_QA_GENERATOR_WEIGHT", default=0.25)
+# Yes/no/maybe answers may pool the generator's label likelihood (this weight) with the answer-evidence
+# model's reading of the conclusion (weight 1); see medassist.kinds.literature. 0: the label rests on
+# the evidence reading alone and needs no generator pass; the shipped base model's likelihood did not
+# help on cross-validated PubMedQA (docs/evaluation.md, "Yes/no/maybe answers as served").
+MEDASSIST_QA_GENERATOR_WEIGHT = env.float("MEDASSIST_QA_GENERATOR_WEIGHT", default=0.0)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -244,6 +245,8 @@ def cache_config(url: str) -> dict:
 CACHES = {"default": cache_config(env.str("CACHE_URL", default="locmemcache://medassist"))}
 
 # --- API ------------------------------------------------------------------------------------------
+# Proxies (IPs/CIDRs) whose X-Forwarded-For is believed for the audited client IP; empty: REMOTE_ADDR only.
+MEDASSIST_TRUSTED_PROXIES = env.list("MEDASSIST_TRUSTED_PROXIES", default=[])
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "medassist.audit.authentication.AuditedTokenAuthentication",

@@ -48,6 +48,17 @@ def using_redis() -> bool:
     return settings.CELERY_BROKER_URL.startswith("redis")
 
 
+def tamper_with_audit_table(sql: str, params=()) -> None:
+    """Change audit rows behind the application's back, as someone with table-owner rights could
+    (on Postgres, with the append-only trigger switched off for the statement)."""
+    with connection.cursor() as cursor:
+        if using_postgres():
+            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
+        cursor.execute(sql, params)
+        if using_postgres():
+            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_throttle_history():
     """Throttle counters live in the cache; one test's requests must not throttle the next."""

@@ -45,9 +45,12 @@ class AuditEventAdmin(admin.ModelAdmin):
     def verify_chain(self, request, queryset):
         report = audit_verify_chain()
         audit_record(action="audit.verify", actor=request.user, ip=client_ip(request),
-                     detail={"ok": report.ok, "checked": report.checked, "broken_id": report.broken_id})
+                     detail={"ok": report.ok, "checked": report.checked, "broken_id": report.broken_id,
+                             "broken_count": report.broken_count,
+                             "broken_ids": [b.id for b in report.broken[:100]]})
         if report.ok:
             self.message_user(request, f"Audit chain OK: {report.checked} events verified.", messages.SUCCESS)
         else:
-            self.message_user(request, f"Audit chain BROKEN at event {report.broken_id}: {report.reason}.",
-                              messages.ERROR)
+            ids = ", ".join(str(b.id) for b in report.broken[:20])
+            self.message_user(request, f"Audit chain BROKEN at event {report.broken_id}: {report.reason}. "
+                              f"{report.broken_count} broken events ({ids}).", messages.ERROR)

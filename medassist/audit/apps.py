@@ -7,4 +7,9 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from . import signals  # noqa: F401  (login failures, admin changes)
+        from .services import check_trusted_proxies
+
+        checks.register(check_trusted_proxies)

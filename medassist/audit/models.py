@@ -1,7 +1,9 @@
 """The audit trail: append-only, SHA-256 hash-chained events.
 
 Each event stores who did what to which object, from where, with which model version. ``hash`` is
-``sha256(prev_hash + canonical_json(event))``, so changing or removing any row breaks the chain from
+``sha256(prev_hash + canonical(event))``, where the canonical form depends on ``hash_version``
+(1: the original ``canonical_json``, kept so old chains verify; 2: ``canonical.canonical_v2`` over
+the values exactly as stored), so changing or removing any row breaks the chain from
 that row on (``manage.py audit_verify`` finds it). On Postgres a trigger refuses UPDATE and DELETE.
 The actor is stored by id and name, not as a foreign key: deleting a user must not rewrite history.
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 
 from django.db import models
+
+from .canonical import HASH_VERSION, canonical_v2
 
 
 class AuditEvent(models.Model):
@@ -38,6 +42,8 @@ class AuditEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # 1: events written before hash version 2 (verified the old way); audit_record writes 2.
+    hash_version = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["id"]
@@ -46,8 +52,19 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_username or '-'} on {self.object_type} {self.object_id}"
 
+    def canonical(self) -> str:
+        """The bytes this event's hash covers, by its hash version."""
+        if self.hash_version == 1:
+            return self.canonical_json()
+        if self.hash_version == HASH_VERSION:
+            return canonical_v2(created_at=self.created_at, actor_id=self.actor_id,
+                                actor_username=self.actor_username, action=self.action,
+                                object_type=self.object_type, object_id=self.object_id,
+                                model_version=self.model_version, ip=self.ip, detail=self.detail)
+        raise ValueError(f"unknown audit hash version {self.hash_version!r}")
+
     def canonical_json(self) -> str:
-        """The fields the hash covers, in a stable form (sorted keys, no spaces, UTC ISO times)."""
+        """Hash version 1 (legacy): the fields in a stable form (sorted keys, no spaces, UTC ISO times)."""
         payload = {
             "created_at": self.created_at.isoformat(),
             "actor_id": self.actor_id,

@@ -5,7 +5,7 @@ from django.db import DatabaseError, connection, transaction
 
 from medassist.audit.models import AuditEvent
 from medassist.audit.services import audit_record, audit_verify_chain
-from tests.conftest import require, using_postgres
+from tests.conftest import require, tamper_with_audit_table, using_postgres
 
 
 def three_events(user=None):
@@ -27,14 +27,7 @@ def test_audit_verify_command_passes_on_an_intact_chain(db, capsys):
     assert "audit chain OK: 3 events verified" in capsys.readouterr().out
 
 
-def _tamper(sql, params):
-    """Change a row behind the application's back, as someone with table-owner rights could."""
-    with connection.cursor() as cursor:
-        if using_postgres():
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only")
-        cursor.execute(sql, params)
-        if using_postgres():
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_append_only")
+_tamper = tamper_with_audit_table
 
 
 def test_a_changed_row_is_detected_and_named(db, capsys):
