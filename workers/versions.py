@@ -12,6 +12,7 @@ import logging
 import threading
 
 from django.conf import settings
+from django.db import transaction
 
 from medassist.registry.models import ModelVersion
 
@@ -42,11 +43,14 @@ def _builtin_concepts_active(active: ModelVersion | None) -> ModelVersion:
         return active
     from medassist.registry.services import model_version_promote, model_version_register
 
-    new = not ModelVersion.objects.filter(role=builtin["role"], name=builtin["name"], format=builtin["format"]).exists()
-    version = model_version_register(**builtin)  # active at once when the role has none
-    if new and active is not None and active.pk != version.pk and active.format == builtin["format"]:
-        version = model_version_promote(version=version, reason=f"the built-in concept extractor changed "
-                                                                f"(was {active.label})")
+    with transaction.atomic():  # registered and promoted together: a failure in between leaves neither
+        version = model_version_register(**builtin)  # active at once when the role has none
+        # Never active before (promoted_at empty): new to this deployment. A version that was active and
+        # was rolled back from has promoted_at set, so a rollback stays.
+        new = version.promoted_at is None and version.status == ModelVersion.Status.CANDIDATE
+        if new and active is not None and active.pk != version.pk and active.format == builtin["format"]:
+            version = model_version_promote(version=version, reason=f"the built-in concept extractor changed "
+                                                                    f"(was {active.label})")
     chosen = version if version.status == ModelVersion.Status.ACTIVE else active
     _builtin_concepts_seen = (builtin["name"], _identity(chosen))
     return chosen

@@ -465,6 +465,22 @@ def test_a_literature_job_records_the_new_concepts_version_when_the_recipe_chang
     assert found_old["Metformin"]["mesh_id"] == "D007004"  # the package's (class) id: recipe 1 really ran
 
 
+def test_a_recipe_registered_but_never_promoted_still_becomes_active(db, make_user, monkeypatch):
+    """A worker that died between registering the new extractor and promoting it (found on a real run):
+    the next task still switches, because the version was never active."""
+    import workers.versions
+    from medassist.registry.services import model_version_register
+
+    monkeypatch.setattr(workers.versions, "_builtin_concepts_seen", None)
+    user = make_user("alice")
+    old = model_version_register(role="concepts", **concepts.extractor_version(concepts.LEGACY_RECIPE))
+    stuck = model_version_register(role="concepts", **concepts.extractor_version())
+    assert (old.status, stuck.status) == ("active", "candidate")
+    label, _ = _literature_job(user, EXAMPLE)
+    stuck.refresh_from_db()
+    assert stuck.status == "active" and label == stuck.label
+
+
 # --------------------------------------------------------------------------
 # false-positive guards
 # --------------------------------------------------------------------------
