@@ -23,6 +23,7 @@ from django.utils import timezone
 from medassist.audit.services import audit_record
 from medassist.common.parsers import UploadError, parse_upload
 from medassist.kinds import ItemFailure, Kind, available_kinds, get_kind
+from medassist.registry.models import ModelVersion
 
 from .models import Job, JobItem
 
@@ -186,7 +187,7 @@ def _chunk_size(kind: Kind, submission: ValidSubmission) -> int:
     """Items per chunk: the kind's choice for these params; model-sized chunks when the items themselves
     call for a language model (e.g. abstracts with their own questions); else the default."""
     size = kind.chunk_size_for(submission.params)
-    if size is None and kind.item_roles(submission.items):
+    if size is None and ModelVersion.Role.GENERATOR in kind.item_roles(submission.params, submission.items):
         size = settings.MEDASSIST_MODEL_CHUNK_SIZE
     return size or settings.MEDASSIST_CHUNK_SIZE
 

@@ -41,7 +41,7 @@ class Kind:
     model_roles: tuple[str, ...] = ()  # roles the kind may use (docs, warm-up)
     roles_for: Callable[[dict], tuple[str, ...]] | None = None  # roles a job's params need; default all
     # Roles the items themselves call for, beyond the params' (e.g. an abstract with its own question).
-    item_roles: Callable[[list[dict]], tuple[str, ...]] = lambda items: ()
+    item_roles: Callable[[dict, list[dict]], tuple[str, ...]] = lambda params, items: ()
     # The job's main model version (Job.model_version) is the first of these roles the job used: the
     # model whose output the result rests on most. Default: ``model_roles`` in their order.
     main_roles: tuple[str, ...] = ()
@@ -74,7 +74,7 @@ class Kind:
     def required_roles(self, params: dict, items: list[dict] = ()) -> tuple[str, ...]:
         """The model roles a batch needs: its params' and, for a kind that has them, its items'."""
         roles = self.roles_for(params) if self.roles_for else self.model_roles
-        extra = [role for role in self.item_roles(list(items)) if role not in roles] if items else []
+        extra = [role for role in self.item_roles(params, list(items)) if role not in roles] if items else []
         return tuple(roles) + tuple(extra)
 
     def main_role(self, used_roles) -> str | None:

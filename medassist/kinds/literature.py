@@ -118,7 +118,8 @@ RESULT_SCHEMA = {
         "answer": {"type": "object", "properties": {
             "label": {"enum": list(ANSWER_LABELS)},
             "probabilities": {"type": "object", "description": "pooled: the label's probability after both readings"},
-            "generator_probabilities": {"type": "object", "description": "the generator's likelihood of each label"},
+            "generator_probabilities": {"type": "object", "description": "the generator's likelihood of each label "
+                                                                         "(only when it is pooled in)"},
             "evidence": {"type": "object", "description": "what the conclusion says", "properties": {
                 "conclusion": {"type": "object", "properties": {
                     "text": {"type": "string"}, "spans": {"type": "array"},
@@ -129,7 +130,10 @@ RESULT_SCHEMA = {
                 "question_concepts": {"type": "object", "properties": {
                     "found": {"type": "array"}, "missing": {"type": "array"}}},
                 "model_version": {"type": "string"}}},
-            "rationale": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"}}},
+            "rationale": {"type": "string", "description": "generated; absent with rationale: false"},
+            "rationale_model_version": {"type": "string"},
+            "model_version": {"type": "string", "description": "the answer-evidence model the label rests on"},
+            "method": {"type": "string"}}},
         "corpus": {"type": "object", "description": "with add_to_corpus: the item's knowledge document", "properties": {
             "document_id": {"type": "integer"},
             "added": {"type": "boolean", "description": "false: the corpus held this PMID (or text) already; "
@@ -152,10 +156,26 @@ def _question_for(item: dict, params: dict) -> str | None:
     return params["question"].strip() if params.get("question") else None
 
 
-def item_roles(items: list[dict]) -> tuple[str, ...]:
+def _generator_weight() -> float:
+    return float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
+
+
+def _answers_need_generator(params: dict) -> bool:
+    """The generator reads for an answer only to write its rationale, or when its label likelihood is
+    pooled in (MEDASSIST_QA_GENERATOR_WEIGHT > 0); labels alone rest on the answer-evidence model."""
+    return bool(params.get("rationale", True)) or _generator_weight() > 0
+
+
+def _answer_roles(params: dict) -> tuple[str, ...]:
+    if _answers_need_generator(params):
+        return (ModelVersion.Role.ANSWER_EVIDENCE, ModelVersion.Role.GENERATOR)
+    return (ModelVersion.Role.ANSWER_EVIDENCE,)
+
+
+def item_roles(params: dict, items: list[dict]) -> tuple[str, ...]:
     """Items with their own question need the answering models even when the job's params ask none."""
     if any(isinstance(item.get("question"), str) and item["question"].strip() for item in items):
-        return (ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE)
+        return _answer_roles(params)
     return ()
 
 
@@ -163,10 +183,10 @@ def roles_for(params: dict) -> tuple[str, ...]:
     roles = [ModelVersion.Role.CONCEPTS]
     if params.get("embed"):
         roles.append(ModelVersion.Role.EMBEDDER)
-    if params.get("generate_summary") or params.get("question"):
-        roles.append(ModelVersion.Role.GENERATOR)
     if params.get("question"):
-        roles.append(ModelVersion.Role.ANSWER_EVIDENCE)
+        roles.extend(_answer_roles(params))
+    if params.get("generate_summary") and ModelVersion.Role.GENERATOR not in roles:
+        roles.append(ModelVersion.Role.GENERATOR)
     return tuple(roles)
 
 
@@ -189,32 +209,34 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
             result["embedding"] = {"vector": [round(float(x), 5) for x in vector], "dim": len(vector),
                                    "model_version": runtime.version_label(role)}
 
-    asked = [_question_for(item, params) for item in batch]
-    if params["generate_summary"] or any(asked):
+    if params["generate_summary"]:
         from workers.runtime.engines import GenerationSettings
 
         generator = runtime.engine(ModelVersion.Role.GENERATOR)
         label = runtime.version_label(ModelVersion.Role.GENERATOR)
         gen_settings = GenerationSettings(max_new_tokens=params["max_new_tokens"], stop=["\n\n"])
-        if params["generate_summary"]:
-            prompts = [generator.chat_prompt(summary_prompt(item)) for item in batch]
-            for result, text in zip(results, generator.generate(prompts, gen_settings), strict=True):
-                result["generated_summary"] = {"text": text, "model_version": label,
-                                               "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
-        if any(asked):
-            chosen = [i for i, question in enumerate(asked) if question]
-            _answer([batch[i] for i in chosen], [asked[i] for i in chosen], [extracted[i] for i in chosen], params,
-                    runtime, generator, [results[i] for i in chosen])
+        prompts = [generator.chat_prompt(summary_prompt(item)) for item in batch]
+        for result, text in zip(results, generator.generate(prompts, gen_settings), strict=True):
+            result["generated_summary"] = {"text": text, "model_version": label,
+                                           "settings": gen_settings.as_dict(), "instruction": SUMMARY_INSTRUCTION}
+    asked = [_question_for(item, params) for item in batch]
+    if any(asked):
+        chosen = [i for i, question in enumerate(asked) if question]
+        generator = runtime.engine(ModelVersion.Role.GENERATOR) if _answers_need_generator(params) else None
+        _answer([batch[i] for i in chosen], [asked[i] for i in chosen], [extracted[i] for i in chosen], params,
+                runtime, generator, [results[i] for i in chosen])
 
     if params["add_to_corpus"]:
         _add_to_corpus(batch, extracted, resolver, results)
     return results
 
 
-def pool_label_probabilities(generator_p: dict, evidence_p: dict | None, generator_weight: float) -> dict:
+def pool_label_probabilities(generator_p: dict | None, evidence_p: dict | None, generator_weight: float) -> dict:
     """Weighted product of the two readings' label probabilities, renormalised (log-linear pooling)."""
     if evidence_p is None:
         return dict(generator_p)
+    if generator_p is None or generator_weight == 0:
+        return dict(evidence_p)
     scores = {label: math.exp(generator_weight * math.log(max(generator_p[label], 1e-12))
                               + math.log(max(evidence_p[label], 1e-12))) for label in ANSWER_LABELS}
     total = sum(scores.values())
@@ -238,15 +260,16 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
     evidence used and, unless ``rationale`` is false, a generated one-sentence rationale."""
     from workers.runtime.engines import GenerationSettings
 
-    generator_label = runtime.version_label(ModelVersion.Role.GENERATOR)
     questions = [question_prompt(item, question) for item, question in zip(batch, asked, strict=True)]
-    scored = generator.score_options([generator.chat_prompt(q) for q in questions],
-                                     [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
-    generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
+    weight = _generator_weight()
+    generator_p: list = [None] * len(batch)
+    if weight > 0:  # the generator's label likelihood is pooled in: one prefill of each abstract
+        scored = generator.score_options([generator.chat_prompt(q) for q in questions],
+                                         [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
+        generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
 
     reader = runtime.engine(ModelVersion.Role.ANSWER_EVIDENCE)
     reader_label = runtime.version_label(ModelVersion.Role.ANSWER_EVIDENCE)
-    weight = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
     concepts_of_question: dict[str, list[dict]] = {}  # most jobs ask one question of every item
     answers, pooled, evidence = [], [], []
     for item, question, found, gen_p in zip(batch, asked, extracted, generator_p, strict=True):
@@ -272,26 +295,29 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
 
     rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
     rationales: list = [None] * len(batch)
-    if params.get("rationale", True):
+    if params.get("rationale", True) and generator is not None:
         # A second turn: the chosen label is the answer; the generator is then asked why.
         rationales = generator.generate(
             [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
              for q, answer in zip(questions, answers, strict=True)], rationale_settings)
     for result, question, answer, probs, gen_p, used, rationale in zip(
             results, asked, answers, pooled, generator_p, evidence, rationales, strict=True):
+        pooled_in = gen_p is not None
         result["answer"] = {
             "question": question, "label": answer,
             "probabilities": {k: round(v, 4) for k, v in probs.items()},
-            "generator_probabilities": {k: round(v, 4) for k, v in gen_p.items()},
-            "evidence": used, "rationale": rationale, "model_version": generator_label,
-            "method": (f"label likelihood of the generator (weight {weight:g}) pooled with the answer-evidence "
-                       "model's reading of the conclusion (weight 1); \"maybe\" when the abstract mentions none "
-                       "of the question's concepts; never parsed from generated text"),
+            "evidence": used, "model_version": reader_label,
+            "method": ((f"label likelihood of the generator (weight {weight:g}) pooled with the answer-evidence "
+                        "model's reading of the conclusion (weight 1)" if pooled_in else
+                        "the answer-evidence model's reading of the conclusion") +
+                       "; \"maybe\" when the abstract mentions none of the question's concepts; never parsed "
+                       "from generated text"),
         }
+        if pooled_in:
+            result["answer"]["generator_probabilities"] = {k: round(v, 4) for k, v in gen_p.items()}
         if rationale is not None:
-            result["answer"]["rationale_settings"] = rationale_settings.as_dict()
-        else:
-            del result["answer"]["rationale"]
+            result["answer"].update(rationale=rationale, rationale_settings=rationale_settings.as_dict(),
+                                    rationale_model_version=runtime.version_label(ModelVersion.Role.GENERATOR))
 
 
 def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list) -> None:
@@ -323,12 +349,13 @@ KIND = register(Kind(
                  ModelVersion.Role.ANSWER_EVIDENCE),
     roles_for=roles_for,
     item_roles=item_roles,
-    # Answers and generated summaries rest on the generator's reading; otherwise the concepts are the
-    # result (the embedding is a by-product).
-    main_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.ANSWER_EVIDENCE, ModelVersion.Role.CONCEPTS,
+    # Answers rest on the answer-evidence model's reading, generated summaries on the generator;
+    # otherwise the concepts are the result (the embedding is a by-product).
+    main_roles=(ModelVersion.Role.ANSWER_EVIDENCE, ModelVersion.Role.GENERATOR, ModelVersion.Role.CONCEPTS,
                 ModelVersion.Role.EMBEDDER),
-    chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE
-                                   if params.get("generate_summary") or params.get("question") else None),
+    # Language-model work is slow per item: model-sized chunks then (labels alone are fast).
+    chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE if params.get("generate_summary") or (
+        params.get("question") and _answers_need_generator(params)) else None),
     load=concept_finder.load,
     normalize_item=_normalize,
 ))

@@ -35,7 +35,7 @@ def answered_by(api, worker) -> str:
     assert response.status_code == 202, response.json()
     job = wait_for_job(response.json()["id"], worker=worker)
     assert job.status == "succeeded", job.error
-    return JobItem.objects.get(job=job).result["answer"]["model_version"]
+    return JobItem.objects.get(job=job).result["answer"]["rationale_model_version"]  # the generator that served
 
 
 def test_finetune_job_registers_candidates_then_promote_serve_and_roll_back(start_worker, staff_user, client_for,

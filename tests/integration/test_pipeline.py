@@ -144,7 +144,7 @@ def test_a_running_worker_serves_a_newly_promoted_version_without_restart(start_
         job, _ = job_submit(owner=alice, submission=submission)
         job = wait_for_job(job.pk, worker=worker)
         assert job.status == "succeeded", job.error
-        return JobItem.objects.get(job=job).result["answer"]["model_version"]
+        return JobItem.objects.get(job=job).result["answer"]["rationale_model_version"]  # the generator that served
 
     assert answered_by() == tiny_models["generator"].label
     candidate, _ = register_variant(role="generator", name="tiny-llama-b", format="torch-fp32",

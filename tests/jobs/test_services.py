@@ -115,8 +115,9 @@ def test_a_jobs_main_model_version_is_named_by_its_kind_not_by_role_order():
 
     literature = get_kind("literature")
     # A question job uses the dictionaries, the answer-evidence model and the generator: the answer rests
-    # on the generator's reading, whatever order the roles were loaded in.
-    assert literature.main_role(["concepts", "answer_evidence", "generator"]) == "generator"
+    # on the evidence reading (the generator explains it), whatever order the roles were loaded in.
+    assert literature.main_role(["generator", "concepts", "answer_evidence"]) == "answer_evidence"
+    assert literature.main_role(["concepts", "generator"]) == "generator"  # a generated summary
     assert literature.main_role(["concepts"]) == "concepts"
     assert get_kind("diagnosis").main_role(["generator", "embedder"]) == "embedder"
     assert get_kind("noop").main_role([]) is None

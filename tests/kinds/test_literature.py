@@ -175,7 +175,8 @@ class _AskedGenerator:
         self.generated = 0
 
     def chat_prompt(self, user_message, *, system=None, history=()):
-        self.asked.append(user_message)
+        # The rationale turn carries the question turn as its history: record what was asked about.
+        self.asked.append(history[0][0] if history else user_message)
         return user_message
 
     def score_options(self, asked, options):

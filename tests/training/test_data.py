@@ -171,7 +171,10 @@ def _served_conversations(record: Record) -> list[tuple[str, tuple]]:
 
 @pytest.mark.django_db  # the literature kind resolves concept ids against the imported MeSH table
 @pytest.mark.parametrize("title", ["", "A title"])
-def test_examples_are_the_served_prompts(pubmedqa, title):
+def test_examples_are_the_served_prompts(pubmedqa, title, settings):
+    # With the generator's label likelihood pooled in, the served QA turn is asked on its own (the scoring
+    # pass) and again as the rationale's history; both must be the training example's turn.
+    settings.MEDASSIST_QA_GENERATOR_WEIGHT = 0.25
     for record in pubmedqa[:3]:
         record = Record(**{**record.__dict__, "title": title})
         qa, summary = build_examples([record])

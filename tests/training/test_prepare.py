@@ -99,7 +99,8 @@ def test_a_clear_cut_abstract_gets_a_sane_answer_from_the_served_models(alice, m
         job, _ = job_submit(owner=alice, submission=submission)
         job_process_chunk(job_id=job.pk, start=0, end=2, runtime=runtime)
         yes, no = (JobItem.objects.get(job=job, index=i).result["answer"] for i in range(2))
-        assert "@onnx-int8#" in yes["model_version"]  # the default served generator
+        assert "@onnx-int8#" in yes["rationale_model_version"]  # the default served generator explains it
+        assert "@ngram-logreg#" in yes["model_version"]  # the label rests on the evidence reading
         assert (yes["label"], no["label"]) == ("yes", "no"), (question, yes, no)
         assert yes["probabilities"]["yes"] > no["probabilities"]["yes"] + 0.2
         assert yes["evidence"]["addresses_question"] and no["evidence"]["addresses_question"]

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 
 from medassist.jobs.models import JobItem
@@ -81,7 +82,7 @@ def test_embedder_batches_by_length_and_keeps_order(tiny_model_dirs):
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
 
-def test_literature_question_and_generated_summary_record_their_model_versions(alice, tiny_models):
+def test_literature_question_and_generated_summary_record_their_model_versions(alice, tiny_models, settings):
     from medassist.jobs.services import job_process_chunk
     from workers.versions import get_runtime
 
@@ -94,18 +95,42 @@ def test_literature_question_and_generated_summary_record_their_model_versions(a
     label = tiny_models["generator"].label
     assert result["answer"]["label"] in ("yes", "no", "maybe")
     assert sum(result["answer"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
-    assert result["answer"]["model_version"] == label and "likelihood" in result["answer"]["method"]
-    assert isinstance(result["answer"]["rationale"], str)
+    # The label rests on the evidence reading (MEDASSIST_QA_GENERATOR_WEIGHT 0); the generator explains it.
+    assert result["answer"]["model_version"] == tiny_models["answer_evidence"].label
+    assert "likelihood" not in result["answer"]["method"] and "generator_probabilities" not in result["answer"]
+    assert isinstance(result["answer"]["rationale"], str) and result["answer"]["rationale_model_version"] == label
     evidence = result["answer"]["evidence"]
     assert evidence["model_version"] == tiny_models["answer_evidence"].label
     assert evidence["conclusion"]["text"] == "Aspirin reduced stroke in atrial fibrillation."
     assert evidence["addresses_question"] and set(evidence["question_concepts"]["found"]) >= {"Aspirin", "Stroke"}
-    assert sum(result["answer"]["generator_probabilities"].values()) == pytest.approx(1, abs=1e-3)
     job.refresh_from_db()
     assert job.model_versions["answer_evidence"] == tiny_models["answer_evidence"].label  # recorded on the job
+    assert job.model_version == tiny_models["answer_evidence"]  # the answer's model names the job
     assert result["generated_summary"]["model_version"] == label
     assert result["generated_summary"]["settings"]["max_new_tokens"] == 8
     assert result["generated_summary"]["settings"]["decoding"] == "greedy"
+
+    settings.MEDASSIST_QA_GENERATOR_WEIGHT = 0.25  # pooled: the generator's label likelihood counts too
+    pooled, _ = job_submit(owner=alice, submission=submission)
+    job_process_chunk(job_id=pooled.pk, start=0, end=1, runtime=get_runtime())
+    answer = JobItem.objects.get(job=pooled).result["answer"]
+    assert "likelihood of the generator (weight 0.25)" in answer["method"]
+    assert sum(answer["generator_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_labels_only_answers_need_no_generator(alice, tiny_models):
+    from medassist.jobs.services import job_process_chunk
+    from workers.versions import get_runtime
+
+    submission = job_validate(user=alice, kind_name="literature", items=["Aspirin reduced stroke in atrial fibrillation."],
+                              params={"question": "Does aspirin reduce stroke?", "rationale": False, "embed": False})
+    job, _ = job_submit(owner=alice, submission=submission)
+    job_process_chunk(job_id=job.pk, start=0, end=1, runtime=get_runtime())
+    job.refresh_from_db()
+    assert set(job.model_versions) == {"concepts", "answer_evidence"} and job.status == "succeeded"
+    assert job.chunk_size == django_settings.MEDASSIST_CHUNK_SIZE  # fast: no model-sized chunks
+    answer = JobItem.objects.get(job=job).result["answer"]
+    assert answer["label"] in ("yes", "no", "maybe") and "rationale" not in answer
 
 
 def test_an_answer_rests_on_the_conclusion_and_an_abstract_about_something_else_cannot_settle_it(alice, tiny_models):

@@ -76,6 +76,12 @@ class Command(BaseCommand):
         parser.add_argument("--job-items", type=int, default=500, help="abstracts in the queued literature job")
         parser.add_argument("--formats", default=",".join(GENERATOR_FORMATS))
         parser.add_argument("--embedder-formats", default=",".join(EMBEDDER_FORMATS))
+        parser.add_argument("--answers-queue-only", action="store_true",
+                            help="only the queued question-answering jobs: labels only (rationale false) on --job-items "
+                                 "abstracts and with rationales on --rationale-items, same run (section "
+                                 "bench_answers_queue)")
+        parser.add_argument("--rationale-items", type=int, default=100,
+                            help="--answers-queue-only: abstracts in the job that also generates rationales")
         parser.add_argument("--memory-only", action="store_true",
                             help="only resident memory per generator backend (after load, after one forward)")
         parser.add_argument("--no-write", action="store_true")
@@ -89,6 +95,8 @@ class Command(BaseCommand):
         call_command("models_prepare", verbosity=0)
         if o["memory_only"]:
             return self._memory_table(o)
+        if o["answers_queue_only"]:
+            return self._answers_queue(o)
         from tqdm import tqdm
 
         results: dict[str, dict] = {}
@@ -273,7 +281,28 @@ class Command(BaseCommand):
 
     # --- a literature job with embeddings and QA through the real queue --------------------------------------
 
-    def _queued_job(self, n: int) -> dict:
+    def _answers_queue(self, o) -> None:
+        """Question answering through the real queue, labels only and with rationales, in one run."""
+        labels = self._queued_job(o["job_items"], params={"rationale": False})
+        explained = self._queued_job(o["rationale_items"], params={"rationale": True})
+        rows = [[f"{job['items']}", "labels, probabilities, evidence" + (" + generated rationale" if rationale else ""),
+                 job["status"], f"{job['seconds']}", f"{job['items_per_s']}", f"{job['chunk_size']}",
+                 ", ".join(job["model_versions"].values())]
+                for job, rationale in ((labels, False), (explained, True))]
+        ratio = labels["items_per_s"] / explained["items_per_s"] if explained["items_per_s"] else float("nan")
+        body = (f"## Question answering through the real queue (`python manage.py bench_models --answers-queue-only "
+                f"--job-items {o['job_items']} --rationale-items {o['rationale_items']}`)\n\n"
+                f"PubMedQA abstracts with embeddings and one yes/no/maybe question, submitted over HTTP to gunicorn, "
+                f"{labels['concurrency']} worker processes x {labels['threads']} threads; the two jobs run one after "
+                f"the other in the same run. MEDASSIST_QA_GENERATOR_WEIGHT {settings.MEDASSIST_QA_GENERATOR_WEIGHT:g}.\n\n"
+                + format_table(["abstracts", "answer", "status", "seconds", "items/s", "chunk size", "model versions"],
+                               rows)
+                + f"\n\nLabels only: {ratio:.1f}x the rate with rationales.\n\nMachine: {machine_description()}.")
+        self.stdout.write("\n" + body)
+        if not o["no_write"]:
+            self.stdout.write(f"\nwritten to {write_section('bench_answers_queue', body)}")
+
+    def _queued_job(self, n: int, params: dict | None = None) -> dict:
         import requests
 
         from medassist.common.processes import free_port, start_web, start_worker
@@ -289,7 +318,7 @@ class Command(BaseCommand):
         try:
             response = requests.post(f"http://127.0.0.1:{port}/api/v1/jobs/", headers=headers, timeout=300, json={
                 "kind": "literature", "items": items,
-                "params": {"question": "Does the study find a positive effect?", "embed": True}})
+                "params": {"question": "Does the study find a positive effect?", "embed": True, **(params or {})}})
             if response.status_code != 202:
                 raise CommandError(f"job refused: {response.text[:500]}")
             started = time.perf_counter()
