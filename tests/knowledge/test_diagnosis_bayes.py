@@ -94,3 +94,39 @@ def test_denied_findings_count_against(ranker):
     assert denied["Pneumonia"] < with_fever["Pneumonia"]
     [top] = ranker.rank(["cough, denies fever"], top_k=1)
     assert top.contradicted == [] or top.contradicted[0]["name"] == "Fever"
+
+
+def test_served_weights_were_chosen_on_development_cases_and_keep_the_classics(association_set):
+    import json
+
+    from medassist.knowledge.diagnosis_bayes import BAYES_WEIGHTS_FILE, BayesWeights, default_bayes_weights
+
+    written = json.loads(BAYES_WEIGHTS_FILE.read_text(encoding="utf-8"))
+    assert "--open-world" in written["chosen_by"] and "development" in written["method"]
+    served = default_bayes_weights()
+    assert served == BayesWeights(**written["weights"]) and served != BayesWeights()
+    ranker = BayesRanker(association_set, weights=served)
+    for text, disease in [("fever, productive cough and pleuritic chest pain", "Pneumonia"),
+                          ("dyspnea, orthopnea and leg edema", "Heart Failure"),
+                          ("dysuria, frequency and suprapubic pain", "Urinary Tract Infections")]:
+        top = [d.name for d in ranker.rank([text], top_k=5, age=65, sex="female")]
+        assert disease in top, (text, top)
+
+
+def test_write_bayes_weights_round_trips(tmp_path):
+    from medassist.knowledge.diagnosis_bayes import BayesWeights, default_bayes_weights, write_bayes_weights
+
+    path = write_bayes_weights(BayesWeights(prior=2.0, dbpedia=0.0), chosen_by="test", method="by hand",
+                               path=tmp_path / "w.json")
+    assert default_bayes_weights(path) == BayesWeights(prior=2.0, dbpedia=0.0)
+    assert default_bayes_weights(tmp_path / "missing.json") == BayesWeights()
+
+
+def test_parts_and_order_give_the_ranking_under_any_weights(ranker):
+    from medassist.knowledge.diagnosis_bayes import BayesWeights
+
+    weights = BayesWeights(prior=0.5, hsdn=2.0, do=0.0)
+    findings = ranker.resolve(["fever, productive cough and pleuritic chest pain"])
+    candidates, values = ranker.parts(findings, age=40, sex="male")
+    order, _ = ranker.order(candidates, values, weights, top_k=10)
+    assert order == ranker.ranked_indices(findings, top_k=10, age=40, sex="male", weights=weights)

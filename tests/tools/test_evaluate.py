@@ -22,6 +22,32 @@ def test_evaluate_diagnosis_on_a_jsonl_case_file(db, tmp_path, capsys):
     assert "2 cases from" in out and "| top-1 |" in out and "| top-20 |" in out
 
 
+def test_evaluate_diagnosis_data_scores_the_served_bayes_ranker_by_code_or_name(db, tmp_path, capsys):
+    """Once associations are imported the kind ranks with the Bayes ranker, so `--data` scores that one."""
+    from medassist.knowledge import diagnosis_state
+
+    require_shared_data("ddx-knowledge")
+    path = tmp_path / "mine.tsv"
+    path.write_text("disease_id\tdisease_name\tfinding_id\tfinding_name\tweight\tsource\n"
+                    "\tMy rare disease\t\tstrawberry tongue\t0.8\tmine\n"
+                    "\tMy other disease\t\tpurple toes\t0.8\tmine\n", encoding="utf-8")
+    call_command("knowledge_import", "associations", "--file", str(path))
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(json.dumps(c) for c in [
+        {"findings": ["strawberry tongue"], "diagnosis": "my rare disease"},  # by name
+        {"findings": ["purple toes"], "codes": ["CUSTOM:My other disease"]},  # by code
+        {"findings": ["purple toes"], "diagnosis": "Nothing we know"},
+    ]))
+    diagnosis_state.reset_ranker()
+    try:
+        call_command("evaluate", "diagnosis", "--data", str(cases), "--no-write")
+    finally:
+        diagnosis_state.reset_ranker()
+    out = capsys.readouterr().out
+    assert "the served ranker (the imported associations), 2 diseases" in out
+    assert "| cases.jsonl | 3 | 2 | 1 |" in out and "| 66.7% |" in out
+
+
 def _two_cases(tmp_path):
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps({"findings": ["fever", "chills", "headache", "splenomegaly"], "diagnosis": "Malaria",

@@ -112,3 +112,23 @@ def test_progress_wraps_the_loop_over_rankers_and_changes_nothing(hsdn):
     keys = ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "rankers_built")
     assert [plain["hsdn"][k] for k in keys] == [wrapped["hsdn"][k] for k in keys]
     assert seen == [plain["hsdn"]["rankers_built"]]
+
+
+def test_grid_search_open_scores_each_setting_as_evaluate_open_does():
+    from medassist.knowledge.diagnosis_bayes import BayesRanker, BayesWeights
+    from medassist.knowledge.diagnosis_sources import build_association_set
+    from medassist.tools.evaluation.diagnosis import evaluate_open, grid_search_open
+
+    ranker = BayesRanker(build_association_set(shared("ddx-knowledge"), sources=("nhamcs", "hsdn", "do")))
+    cases = [{"findings": ["fever", "productive cough", "pleuritic chest pain"], "diagnosis": "Pneumonia"},
+             {"findings": ["dyspnea", "orthopnea", "leg edema"], "age": 70, "sex": "male", "diagnosis": "Heart Failure"},
+             {"findings": ["dysuria", "frequency"], "age": 30, "sex": "female", "diagnosis": "Urinary Tract Infections"},
+             {"findings": ["headache", "photophobia", "neck stiffness"], "diagnosis": "Meningitis"},
+             {"findings": ["fever"], "diagnosis": "no such disease anywhere"}]
+    grid = [BayesWeights(), BayesWeights(prior=3.0, hsdn=0.0), BayesWeights(nhamcs=0.0, do=2.0)]
+    [per_setting] = grid_search_open([(ranker, cases)], grid)
+    for weights, got in zip(grid, per_setting, strict=True):
+        want = evaluate_open(ranker, cases, weights=weights)
+        assert {k: got[k] for k in ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "outside_universe")} == \
+               {k: want[k] for k in ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "outside_universe")}
+    assert per_setting[0]["outside_universe"] == 1

@@ -34,6 +34,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _ranker_description() -> str:
+    """Which ranker the worker served (the one ``diagnosis_state`` picks from this database) and with what."""
+    from medassist.kinds.diagnosis import DEFAULT_WEIGHTS
+    from medassist.knowledge.diagnosis_bayes import default_bayes_weights
+    from medassist.knowledge.selectors import association_state, hsdn_state
+    from medassist.registry.models import ModelVersion
+
+    associations = association_state()["rows"]
+    if associations:
+        weights = default_bayes_weights().as_dict()
+        return (f"Ranker: naive Bayes over the {associations:,} imported diagnosis associations (`knowledge_import "
+                f"associations`), weights {', '.join(f'{k} {v:g}' for k, v in weights.items() if k != 'custom')} "
+                "(knowledge/data/diagnosis_bayes_weights.json); no embedder (the Bayes ranker uses none).")
+    links = hsdn_state()["rows"]
+    matrix = (f"the imported knowledge tables ({links:,} HSDN links)" if links
+              else "the shared HSDN file (knowledge not imported)")
+    embedder = ModelVersion.objects.filter(role="embedder", status="active").first()
+    return (f"Ranker: HSDN. Default params: component weights {', '.join(f'{k} {v:g}' for k, v in DEFAULT_WEIGHTS.items())} "
+            f"(embedder {embedder.label if embedder else 'none'}); matrix read from {matrix}.")
+
+
 class Command(BaseCommand):
     help = "Measure P50/P90 latency of single diagnosis cases over HTTP, alone and under a batch job."
 
@@ -86,19 +107,9 @@ class Command(BaseCommand):
                  f"{percentile(loaded, 0.9) * 1000:.0f}", f"{max(loaded) * 1000:.0f}"]]
         table = format_table(["condition", "cases", "P50 (ms)", "P90 (ms)", "max (ms)"], rows)
         still_running = batch_progress[-1] < 100 if batch_progress else False
-        from medassist.kinds.diagnosis import DEFAULT_WEIGHTS
-        from medassist.knowledge.selectors import hsdn_state
-        from medassist.registry.models import ModelVersion
-
-        links = hsdn_state()["rows"]
-        matrix = (f"the imported knowledge tables ({links:,} HSDN links)" if links
-                  else "the shared HSDN file (knowledge not imported)")
-        embedder = ModelVersion.objects.filter(role="embedder", status="active").first()
         body = (f"## Diagnosis latency (`python manage.py bench_diagnosis --cases {cases}`)\n\n"
                 f"Machine: {machine_description()}. Submit-to-result over HTTP (gunicorn), 1 interactive + 1 batch "
-                f"worker process x 1 thread, polling every 20 ms. Default params: component weights "
-                f"{', '.join(f'{k} {v:g}' for k, v in DEFAULT_WEIGHTS.items())} (embedder "
-                f"{embedder.label if embedder else 'none'}); matrix read from {matrix}. The batch job was at "
+                f"worker process x 1 thread, polling every 20 ms. {_ranker_description()} The batch job was at "
                 f"{batch_progress[0] if batch_progress else 0:.0f}% -> {batch_progress[-1] if batch_progress else 0:.0f}% "
                 f"during the loaded measurements ({'still running' if still_running else 'finished before the end'}).\n\n"
                 f"{table}\n\nTarget: P90 <= 1 s, alone and under load.")

@@ -6,7 +6,11 @@
   HSDN alone, with each component (corpus co-occurrence, HPO annotations, embeddings) and with all
   at the diagnosis kind's default weights, which a grid search on development seeds picks (reported
   too). Anchor: online symptom checkers put the right diagnosis first in 34% of vignettes and in
-  the top 20 in 58% (Semigran et al., BMJ 2015).
+  the top 20 in 58% (Semigran et al., BMJ 2015). ``--open-world``: the naive Bayes ranker on case
+  sets from sources it did not read (NHAMCS held-out half, DDXPlus definitions, HSDN hold-out), at
+  weights 1 and at the weights a grid search chose on development cases (other seeds; NHAMCS visits
+  from the reported split's training half). With ``--data`` and associations imported, the served
+  ranker is scored (matched by code or name), with or without ``--open-world``.
 - ``hypothesis``: edge hold-out ROC AUC on the MEDLINE disease co-occurrence network, time-sliced
   AUC on the PubMedQA MeSH corpus, and ranks of the dated gold pairs of medline-discoveries that
   the graph covers, per measure. Anchor: AGATHA reports ROC AUC up to 0.97 (time-sliced).
@@ -25,7 +29,8 @@ Each prints its table. Without ``--data`` it also writes its section of docs/eva
 command that produced it (``--no-write``: print only); with ``--data FILE`` it writes nothing unless
 ``--write``. ``diagnosis --write-weights`` (the default cases only: it needs the grid search on
 development seeds) also writes the chosen weights to the diagnosis kind's defaults file
-(``knowledge.diagnosis.WEIGHTS_FILE``) with the command and the date. A progress bar on stderr
+(``knowledge.diagnosis.WEIGHTS_FILE``; with ``--open-world`` the Bayes ranker's,
+``knowledge.diagnosis_bayes.BAYES_WEIGHTS_FILE``) with the command and the date. A progress bar on stderr
 follows the long loops when stderr is a terminal (``--no-progress``: never).
 
 The harnesses are ``medassist.tools.evaluation.diagnosis``, ``medassist.tools.evaluation.discovery``
@@ -56,6 +61,31 @@ EVALUATION_HEADER = ("# Evaluation\n\nEach section is written by `python manage.
 def write_section(name: str, body: str) -> Path:
     """Replace (or append) the section ``name`` of docs/evaluation.md."""
     return reports.write_section(name, body, path=EVALUATION_MD, header=EVALUATION_HEADER)
+
+
+def _split(items: list, seed: int, parts: int) -> tuple[list, list]:
+    """A seeded random split: (the first (parts-1)/parts of a shuffle, the last 1/parts)."""
+    import random
+
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    cut = len(order) * (parts - 1) // parts
+    return [items[i] for i in order[:cut]], [items[i] for i in order[cut:]]
+
+
+def _served_bayes_ranker():
+    """The diagnosis kind's ranker when it is the naive Bayes one (associations imported), else None."""
+    from medassist.knowledge import diagnosis_state
+
+    try:
+        ranker = diagnosis_state.get_ranker()
+    except RuntimeError:
+        return None
+    return ranker if getattr(ranker, "kind", None) == "bayes" else None
+
+
+def _weights_text(weights) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in weights.as_dict().items() if k != "custom")
 
 
 def shared(*parts: str) -> Path:
@@ -95,7 +125,8 @@ class Command(BaseCommand):
         writes.add_argument("--no-write", action="store_true", help="only print (the default with --data)")
         parser.add_argument("--write-weights", action="store_true",
                             help="diagnosis, default cases only: write the weights the grid search chose to the "
-                                 "diagnosis kind's defaults file")
+                                 "diagnosis kind's defaults file (with --open-world: the Bayes ranker's, "
+                                 "knowledge/data/diagnosis_bayes_weights.json)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar (never one without a terminal)")
         parser.add_argument("--open-world", action="store_true",
                             help="diagnosis: the naive Bayes ranker over the ddx-knowledge sources, on case sets from "
@@ -113,6 +144,8 @@ class Command(BaseCommand):
         if task == "concepts":
             return self._concepts(data=data, version=version, types=options.get("types"), write=write,
                                   no_write=no_write, write_lexicon=options.get("write_lexicon"), started=started)
+        if task == "diagnosis" and data and not open_world and _served_bayes_ranker() is not None:
+            open_world = True  # the served ranker is the Bayes one: score it, matching by code or name
         if open_world and task == "diagnosis":
             body = self._diagnosis_open(data=data, seed=seed)
             command = "python manage.py evaluate diagnosis --open-world" + (f" --data {data}" if data else "")
@@ -121,6 +154,13 @@ class Command(BaseCommand):
             self.stdout.write(body)
             if write or (data is None and not no_write):
                 self.stdout.write(f"\nwritten to {write_section('diagnosis-open', body)}")
+            if write_weights:
+                from medassist.knowledge.diagnosis_bayes import write_bayes_weights
+
+                path = write_bayes_weights(self.chosen_bayes["weights"], chosen_by=f"{command} --seed {seed} --write-weights",
+                                           method=self.chosen_bayes["method"]
+                                           + " Report: docs/evaluation.md, section diagnosis-open.")
+                self.stdout.write(f"\nweights written to {path}")
             return
         body = {"diagnosis": self._diagnosis, "hypothesis": self._hypothesis, "qa": self._qa, "answers": self._answers}[task](
             data=data, cases=cases, limit=limit, seed=seed, version=version, setting=setting,
@@ -198,12 +238,17 @@ class Command(BaseCommand):
         how = (f"{len(records)} PubMedQA questions, {folds}-fold cross-validation: each fold answered by an "
                "answer-evidence model trained on the other folds" if cv else
                f"{len(records)} questions from `{source}`, answered by the served models")
-        versions = ", ".join(runtime.version_label(role) for role in ("generator", "answer_evidence", "concepts"))
+        weight = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
+        used = KIND.required_roles(params, [{"text": "x", "question": "x"}])
+        versions = ", ".join(runtime.version_label(role) for role in ("generator", "answer_evidence", "concepts")
+                             if role in used)
+        reading = (f"the generator's label likelihood (weight {weight:g}) pooled with the evidence reading" if weight
+                   else "the answer-evidence reading alone (MEDASSIST_QA_GENERATOR_WEIGHT 0: no generator pass)")
         anchors = format_table(["anchor (reasoning-required)", "accuracy"], [list(a) for a in ANCHORS])
         return (f"## Yes/no/maybe answers as served (`{{command}}`)\n\n"
-                f"Every question runs through the literature kind's own answer path ({how}; generator "
-                f"pooled with the evidence reading, \"maybe\" when the abstract misses the question's concepts; "
-                f"labels only, no rationale generated). Models: {versions}. Majority class: "
+                f"Every question runs through the literature kind's own answer path ({how}; {reading}, "
+                f"\"maybe\" when the abstract misses the question's concepts; labels only, no rationale "
+                f"generated). Models: {versions}. Majority class: "
                 f"{next(iter(results.values()))['majority_class']:.1%}.\n\n{table}\n\n"
                 + "\n".join(f"- {c}" for c in confusions) + f"\n\nPublished anchors (recalled, not re-measured):"
                 f"\n\n{anchors}")
@@ -211,11 +256,11 @@ class Command(BaseCommand):
     # --- diagnosis -----------------------------------------------------------------------------------------------
 
     def _diagnosis_open(self, *, data, seed, **_):
-        """The naive Bayes ranker (``knowledge.diagnosis_bayes``) on case sets from sources it did not read."""
+        """The naive Bayes ranker (``knowledge.diagnosis_bayes``) on case sets from sources it did not read;
+        without ``--data``, its weights first chosen by a grid search on development cases."""
         import json
-        import random
 
-        from medassist.knowledge.diagnosis_bayes import BayesRanker, default_bayes_weights
+        from medassist.knowledge.diagnosis_bayes import BayesRanker, BayesWeights, default_bayes_weights
         from medassist.knowledge.diagnosis_sources import FILES, build_association_set, read_nhamcs_visits
         from medassist.tools.evaluation.diagnosis import (
             evaluate_open,
@@ -225,40 +270,128 @@ class Command(BaseCommand):
         )
 
         folder = shared("ddx-knowledge")
-        weights = default_bayes_weights()
-        rows, sets = [], []
+        headers = ["case set", "cases", "diseases in ranker", "case disease outside universe", "weights", "top-1",
+                   "top-3", "top-10", "top-20"]
+        intro = ("## Differential diagnosis over thousands of diseases (open world)\n\n"
+                 "Naive Bayes over the ddx-knowledge association sources (NHAMCS 2010 ED visits, HSDN top-10, "
+                 "DBpedia, Disease Ontology, DDXPlus; knowledge.diagnosis_bayes), each case set from a source the "
+                 "ranker did not read. A case disease is matched by code (ICD-9/10-CM, MeSH, UMLS through the "
+                 "crosswalks) or by name. Anchors: symptom checkers 34% top-1 / 58% top-20 (Semigran 2015); "
+                 "physicians 72% top-1 (Semigran 2016); DXplain 33% top-1 on 117 cases (Müller 2019).")
+
+        def row(label, ranker, cases, weights, shown):
+            m = evaluate_open(ranker, cases, weights=weights)
+            return [label, m["n"], len(ranker.disease_ids), m["outside_universe"], shown,
+                    *(f"{100 * m[k]:.1f}%" for k in ("top1", "top3", "top10", "top20"))]
+
         if data is not None:
             cases = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines() if line.strip()]
-            sets.append((f"{Path(data).name} (every source)", BayesRanker(build_association_set(folder), weights=weights),
-                         cases))
-        else:
-            visits = read_nhamcs_visits(folder / FILES["nhamcs"])
-            order = list(range(len(visits)))
-            random.Random(seed).shuffle(order)
-            half = len(order) // 2
-            train, test = [visits[i] for i in order[:half]], [visits[i] for i in order[half:]]
-            sets.append(("NHAMCS held-out half: reasons for visit -> first diagnosis (ranker: the other half + "
-                         "all other sources)", BayesRanker(build_association_set(folder, visits=train), weights=weights),
-                         open_world_cases_nhamcs(test, limit=1000, seed=seed + 1)))
-            no_ddx = BayesRanker(build_association_set(folder, sources=("nhamcs", "hsdn", "dbpedia", "do")),
-                                 weights=weights)
-            sets.append(("DDXPlus condition definitions, 5 cases x 4 findings each (ranker: without DDXPlus)", no_ddx,
-                         open_world_cases_ddxplus(folder, no_ddx.vocabulary, seed=seed)))
-            sets.append(("HSDN top-10 hold-out: 300 diseases x 5 symptoms (ranker: without HSDN)",
-                         BayesRanker(build_association_set(folder, sources=("nhamcs", "dbpedia", "do", "ddxplus")),
-                                     weights=weights), open_world_cases_hsdn(folder, seed=seed)))
-        for label, ranker, cases in sets:
-            m = evaluate_open(ranker, cases)
-            rows.append([label, m["n"], len(ranker.disease_ids), m["outside_universe"],
-                         *(f"{100 * m[k]:.1f}%" for k in ("top1", "top3", "top10", "top20"))])
-        headers = ["case set", "cases", "diseases in ranker", "case disease outside universe", "top-1", "top-3",
-                   "top-10", "top-20"]
-        return ("Naive Bayes over the ddx-knowledge association sources (NHAMCS 2010 ED visits, HSDN top-10, "
-                "DBpedia, Disease Ontology, DDXPlus; knowledge.diagnosis_bayes), each case set from a source the "
-                f"ranker did not read; weights {weights.as_dict()}. A case disease is matched by code (ICD-9/10-CM, "
-                "MeSH, UMLS through the crosswalks) or by name. Anchors: symptom checkers 34% top-1 / 58% top-20 "
-                "(Semigran 2015); physicians 72% top-1 (Semigran 2016); DXplain 33% top-1 on 117 cases "
-                f"(Müller 2019).\n\n`{{command}}`\n\n{format_table(headers, rows)}")
+            ranker = _served_bayes_ranker()
+            where = "the served ranker (the imported associations)"
+            if ranker is None:  # associations not imported here: the same model from the shared files
+                ranker = BayesRanker(build_association_set(folder), weights=default_bayes_weights())
+                where = "built from the shared ddx-knowledge files (associations not imported in this database)"
+            weights = ranker.weights
+            rows = [row(f"{Path(data).name}", ranker, cases, weights, _weights_text(weights))]
+            return (f"{intro} Ranker: {where}, {len(ranker.disease_ids):,} diseases.\n\n`{{command}}`\n\n"
+                    f"{format_table(headers, rows)}")
+
+        visits = read_nhamcs_visits(folder / FILES["nhamcs"])
+        train, test = _split(visits, seed, 2)
+        no_ddx_sources = ("nhamcs", "hsdn", "dbpedia", "do")
+        no_ddx = BayesRanker(build_association_set(folder, sources=no_ddx_sources))
+        tuning, chosen = self._diagnosis_open_tune(folder, train, no_ddx, seed)
+        reported = [
+            ("NHAMCS held-out half: reasons for visit -> first diagnosis (ranker: the other half + all other sources)",
+             BayesRanker(build_association_set(folder, visits=train)), open_world_cases_nhamcs(test, limit=1000,
+                                                                                                seed=seed + 1)),
+            ("DDXPlus condition definitions, 5 cases x 4 findings each (ranker: without DDXPlus)", no_ddx,
+             open_world_cases_ddxplus(folder, no_ddx.vocabulary, seed=seed)),
+            ("HSDN top-10 hold-out: 300 diseases x 5 symptoms (ranker: without HSDN)",
+             BayesRanker(build_association_set(folder, sources=("nhamcs", "dbpedia", "do", "ddxplus"))),
+             open_world_cases_hsdn(folder, seed=seed)),
+        ]
+        rows = []
+        for label, ranker, cases in reported:
+            rows.append(row(label, ranker, cases, BayesWeights(), "all 1"))
+            rows.append(row("", ranker, cases, chosen, "chosen"))
+        return (f"{intro}\n\n`{{command}}`\n\n**Reported sets** (seed {seed}; never used to choose the weights), "
+                f"at all weights 1 and at the weights chosen below ({_weights_text(chosen)}):\n\n"
+                f"{format_table(headers, rows)}{tuning}")
+
+    def _diagnosis_open_tune(self, folder, train, no_ddx, seed):
+        """Grid search of the Bayes weights on development cases only: NHAMCS visits from the reported split's
+        *training* half (a quarter of it held out per development seed, the ranker built from the other three
+        quarters + every other source) and DDXPlus definitions sampled with development seeds. The reported
+        half's visits are never read. Objective: the mean MRR@20 of the NHAMCS and the DDXPlus development
+        sets (each the mean over its seeds); chosen: within ``tolerance`` of the best, the setting nearest all 1."""
+        import itertools
+        import math
+
+        from medassist.knowledge.diagnosis_bayes import BayesRanker, BayesWeights
+        from medassist.knowledge.diagnosis_sources import build_association_set
+        from medassist.tools.evaluation.diagnosis import (
+            grid_search_open,
+            open_world_cases_ddxplus,
+            open_world_cases_nhamcs,
+        )
+
+        started = time.perf_counter()
+        # A ranking does not change when every weight is scaled alike, so NHAMCS stays 1 and the rest move.
+        prior_grid, source_grid = (0.5, 1.0, 1.5, 2.0, 3.0), (0.0, 0.25, 0.5, 1.0, 2.0)
+        sources = ("hsdn", "dbpedia", "do", "ddxplus")
+        grid = [BayesWeights(prior=p, nhamcs=1.0, **dict(zip(sources, ws, strict=True)))
+                for p in prior_grid for ws in itertools.product(source_grid, repeat=len(sources))]
+        dev_seeds = (seed + 1, seed + 2)
+        sets, kinds = [], []
+        for s in dev_seeds:
+            dev_train, dev_test = _split(train, s, 4)
+            sets.append((BayesRanker(build_association_set(folder, visits=dev_train)),
+                         open_world_cases_nhamcs(dev_test, limit=1000, seed=s)))
+            kinds.append("nhamcs")
+        for s in dev_seeds:
+            sets.append((no_ddx, open_world_cases_ddxplus(folder, no_ddx.vocabulary, seed=s)))
+            kinds.append("ddxplus")
+        results = grid_search_open(sets, grid)
+
+        def mean_of(kind, g, key):
+            return statistics.mean(results[k][g][key] for k in range(len(sets)) if kinds[k] == kind)
+
+        def objective(g):
+            return (mean_of("nhamcs", g, "mrr_at_20") + mean_of("ddxplus", g, "mrr_at_20")) / 2
+
+        def distance(w):
+            return sum(abs(math.log2(v)) if v > 0 else 3.0 for v in (w.prior, *(w.of(x) for x in sources)))
+
+        tolerance = 0.002
+        best = max(range(len(grid)), key=objective)
+        near = [g for g in range(len(grid)) if objective(g) >= objective(best) - tolerance]
+        chosen = min(near, key=lambda g: (distance(grid[g]), -objective(g)))
+        ones = grid.index(BayesWeights())
+
+        def table_row(name, g):
+            return [name, _weights_text(grid[g]),
+                    *(f"{100 * mean_of(kind, g, key):.1f}%" for kind in ("nhamcs", "ddxplus") for key in ("top1", "top10")),
+                    f"{objective(g):.4f}"]
+
+        ranked = sorted(range(len(grid)), key=lambda g: -objective(g))
+        rows = [table_row("all 1", ones), table_row("best", best), table_row("**chosen**", chosen)]
+        rows += [table_row(f"#{k}", g) for k, g in enumerate(ranked[:10], start=1)]
+        n_dev = {kind: sum(len(sets[k][1]) for k in range(len(sets)) if kinds[k] == kind) for kind in set(kinds)}
+        method = (f"grid search (prior {', '.join(f'{v:g}' for v in prior_grid)}; each of {', '.join(sources)} "
+                  f"{', '.join(f'{v:g}' for v in source_grid)}; nhamcs 1, as scaling every weight alike leaves the "
+                  f"ranking unchanged; {len(grid)} settings) on development cases of seeds "
+                  f"{dev_seeds[0]} and {dev_seeds[1]}: {n_dev['nhamcs']} NHAMCS visits held out of the reported "
+                  f"split's training half (a quarter per seed; the ranker built from the other three quarters) and "
+                  f"{n_dev['ddxplus']} DDXPlus definition samples (ranker without DDXPlus); objective the mean MRR@20 "
+                  f"of the two; chosen within {tolerance} of the best, nearest all 1. The reported cases (seed {seed}) "
+                  "were never scored while choosing.")
+        self.chosen_bayes = {"weights": grid[chosen], "method": method}
+        return (f"\n\n**Weights** ({time.perf_counter() - started:.0f} s): {method} The DDXPlus development samples "
+                "share the reported set's 49 conditions (different findings subsets); the NHAMCS development visits "
+                "are disjoint from the reported half.\n\n"
+                + format_table(["development cases", "weights", "NHAMCS top-1", "NHAMCS top-10", "DDXPlus top-1",
+                                "DDXPlus top-10", "mean MRR@20"], rows)), grid[chosen]
 
     def _diagnosis(self, *, data, cases, seed, write_weights=False, **_):
         """HSDN alone and with each component (corpus, HPO, embeddings) and all of them, on the same cases.
