@@ -155,6 +155,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "default_weights",
     "write_default_weights",
+    "write_weights_document",
 ]
 
 NEGATION_PENALTY = 0.5  # weight of cos(negated findings, disease profile), subtracted
@@ -204,9 +205,14 @@ def write_default_weights(weights: Mapping[str, float], *, chosen_by: str, metho
     """Write ``weights`` (every component) to ``path`` (default ``WEIGHTS_FILE``) with what chose them
     (``chosen_by``: the command; ``method``: how) and when; returns the path."""
     checked = ComponentWeights(**{name: float(weights[name]) for name in ComponentWeights().as_dict()})
-    document = {"weights": checked.as_dict(), "chosen_by": chosen_by, "method": method,
+    return write_weights_document(Path(path or WEIGHTS_FILE), checked.as_dict(), chosen_by=chosen_by, method=method)
+
+
+def write_weights_document(path: Path, weights: Mapping[str, float], *, chosen_by: str, method: str) -> Path:
+    """A ranker's weights file: the weights, the command that chose them, how, and when (one format for
+    the HSDN ranker's and the Bayes ranker's defaults)."""
+    document = {"weights": dict(weights), "chosen_by": chosen_by, "method": method,
                 "chosen_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    path = Path(path or WEIGHTS_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return path

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from .diagnosis import Diagnosis, _normalize_sex
+from .diagnosis import Diagnosis, _normalize_sex, write_weights_document
 from .diagnosis_sources import AssociationSet, age_band
 from .findings import Abbreviations, Finding, SymptomVocabulary, normalize_concept_id, resolve_findings
 
@@ -90,16 +90,10 @@ def write_bayes_weights(weights: BayesWeights | Mapping[str, float], *, chosen_b
                         path: Path | str | None = None) -> Path:
     """Write ``weights`` to ``path`` (default ``BAYES_WEIGHTS_FILE``) with what chose them (``chosen_by``: the
     command; ``method``: how) and when; :func:`default_bayes_weights` reads it back."""
-    from datetime import UTC, datetime
-
     checked = weights if isinstance(weights, BayesWeights) else BayesWeights(
         **{k: float(v) for k, v in weights.items() if k in BayesWeights().as_dict()})
-    document = {"weights": checked.as_dict(), "chosen_by": chosen_by, "method": method,
-                "chosen_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    path = Path(path or BAYES_WEIGHTS_FILE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_weights_document(Path(path or BAYES_WEIGHTS_FILE), checked.as_dict(), chosen_by=chosen_by,
+                                  method=method)
 
 
 class _Source:

@@ -16,6 +16,7 @@ from config import gunicorn as gunicorn_config
 from config.settings import cache_config
 from medassist.common import metrics
 from medassist.common.processes import free_port, start_web
+from tests.conftest import ROOT
 
 
 def dead_pid() -> int:
@@ -138,10 +139,14 @@ def test_other_cache_urls_keep_django_environs_mapping(url, backend):
     assert cache_config(url)["BACKEND"] == backend
 
 
-def test_without_cache_url_the_cache_is_per_process(monkeypatch):
-    if os.environ.get("CACHE_URL"):
-        pytest.skip("CACHE_URL is set for this run")
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+def test_without_cache_url_the_cache_is_per_process(tmp_path):
+    # A fresh process with CACHE_URL unset, whatever this run's environment says: never a skip.
+    env = {k: v for k, v in os.environ.items() if k != "CACHE_URL"}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", MEDASSIST_VAR_DIR=str(tmp_path))
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("django.core.cache.backends.locmem.LocMemCache")
 
 
 def test_redis_cache_backend_loads_without_django_redis():

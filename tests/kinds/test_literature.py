@@ -254,7 +254,7 @@ def test_a_pubmedqa_file_becomes_one_job_with_a_question_per_item(alice, client_
                        "LABELS": ["RESULTS"], "final_decision": "maybe"}}
     body = json_module.dumps(records, indent=2).encode()
     response = client_for(alice).post("/api/v1/jobs/", {"kind": "literature", "file": SimpleUploadedFile(
-        "ori_pqal.json", body, content_type="application/json")}, format="multipart")
+        "my_questions.json", body, content_type="application/json")}, format="multipart")
     assert response.status_code == 202, response.content
     job = Job.objects.get(pk=response.json()["id"])
     assert job.source["format"] == "pubmedqa" and job.total_items == 2

@@ -205,8 +205,10 @@ class Command(BaseCommand):
             raise CommandError(f"{source}: no labelled questions")
         settings_wanted = {"both": ["full", "reasoning"], "full-abstract": ["full"], "full": ["full"],
                            "reasoning-required": ["reasoning"], "reasoning": ["reasoning"]}[setting]
+        params = KIND.params_with_defaults({"embed": False, "rationale": False})
+        used = KIND.required_roles(params, [{"text": "x", "question": "x"}])  # no generator unless it is pooled in
         runtime = get_runtime()
-        runtime.refresh(("concepts", "generator", "answer_evidence"))
+        runtime.refresh(used)
         cv = data is None
         fold_ids = pubmedqa_folds(records, k=folds, seed=seed) if cv else None
 
@@ -215,7 +217,6 @@ class Command(BaseCommand):
             return answer_evidence.AnswerEvidenceModel(
                 answer_evidence.train([r.conclusion for r in usable], [r.label for r in usable]))
 
-        params = KIND.params_with_defaults({"embed": False, "rationale": False})
         results = evaluate_answers(records, settings=settings_wanted, runtime=runtime, params=params,
                                    folds=fold_ids, train_evidence=train_evidence if cv else None,
                                    progress=lambda it: progress(it, desc="answers (batches)", enabled=self.progress))
@@ -239,7 +240,6 @@ class Command(BaseCommand):
                "answer-evidence model trained on the other folds" if cv else
                f"{len(records)} questions from `{source}`, answered by the served models")
         weight = float(settings.MEDASSIST_QA_GENERATOR_WEIGHT)
-        used = KIND.required_roles(params, [{"text": "x", "question": "x"}])
         versions = ", ".join(runtime.version_label(role) for role in ("generator", "answer_evidence", "concepts")
                              if role in used)
         reading = (f"the generator's label likelihood (weight {weight:g}) pooled with the evidence reading" if weight
