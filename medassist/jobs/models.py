@@ -19,11 +19,14 @@ class Job(models.Model):
         PARTIALLY_FAILED = "partially_failed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        # privacy (issue 13): inputs and results deleted (retention or DELETE); row, counts, audit kept
+        PURGED = "purged"
 
-    FINAL_STATUSES = (Status.SUCCEEDED, Status.PARTIALLY_FAILED, Status.FAILED, Status.CANCELLED)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.PARTIALLY_FAILED, Status.FAILED, Status.CANCELLED, Status.PURGED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    # privacy (issue 13): deleting a user keeps their (purged) job rows as the record, ownerless.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="jobs")
     kind = models.CharField(max_length=40, db_index=True)
     queue = models.CharField(max_length=20)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
@@ -43,6 +46,7 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True, help_text="when its inputs and results were deleted")
 
     class Meta:
         ordering = ["-created_at"]
@@ -51,6 +55,13 @@ class Job(models.Model):
                                     name="unique_idempotency_key_per_owner"),
         ]
         indexes = [models.Index(fields=["owner", "-created_at"])]
+        # Access control (issue 13): given through groups; the API and the admin check the same ones.
+        # Staff status alone grants none of them.
+        permissions = [
+            ("view_all_jobs", "Can see and export every user's jobs"),
+            ("run_finetune", "Can run fine-tuning jobs"),
+            ("run_diagnostics", "Can run the noop diagnostics kind (queue benchmarks)"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} job {self.id} ({self.status})"
@@ -88,3 +99,37 @@ class JobItem(models.Model):
 
     def __str__(self) -> str:
         return f"item {self.index} of {self.job_id} ({self.status})"
+
+
+class JobChunk(models.Model):
+    """One Celery task's share of a job (items ``start <= index < end``) and the state of its delivery.
+
+    Stored with the job, in the submit transaction: the database, not the broker, knows what is left to
+    do. ``reconcile`` re-sends a chunk that has no live delivery (never sent, sent long ago and never
+    started, or started and no longer heartbeating) and stops one that keeps killing its worker.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # stored; not (yet) handed to the broker
+        QUEUED = "queued"  # handed to the broker at enqueued_at
+        RUNNING = "running"  # a delivery claimed it at started_at; it heartbeats while it runs
+        DONE = "done"  # every item final (or the job is); nothing more to run
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    deliveries = models.PositiveSmallIntegerField(default=0, help_text="deliveries that started running it")
+    time_limit = models.PositiveIntegerField(help_text="hard time limit of one delivery, seconds")
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "start"]
+        constraints = [models.UniqueConstraint(fields=["job", "start"], name="unique_chunk_start_per_job")]
+        indexes = [models.Index(fields=["state", "job"])]
+
+    def __str__(self) -> str:
+        return f"chunk {self.start}-{self.end} of {self.job_id} ({self.state})"

@@ -10,7 +10,7 @@ import pytest
 import requests
 from django.core.management import call_command
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from medassist.common.parsers import parse_upload
 from medassist.jobs.models import Job, JobItem
@@ -22,11 +22,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def http_token(transactional_db, django_user_model):
     user = django_user_model.objects.create_user("portal")
-    return Token.objects.create(user=user).key
+    return AuthToken.objects.create(user=user)[1]
 
 
 def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, http_token, start_worker, capsys,
-                                                                   tiny_models):
+                                                                   tiny_models, settings):
+    settings.MEDASSIST_METRICS_TOKEN = "pipeline-metrics-token"  # /metrics needs it (or staff): issue 13
     medline = require_shared_data("medline-sample", "medline16n0902.xml.gz")
     worker = start_worker(name="pipeline")
     headers = {"Authorization": f"Token {http_token}"}
@@ -53,7 +54,8 @@ def test_medline_file_over_http_is_fully_analysed_by_a_real_worker(live_server, 
     assert len(exported) == 526 and json.loads(exported[-1])["status"] == "succeeded"
     csv_rows = requests.get(f"{body['url']}results.csv", headers=headers, timeout=60).text.splitlines()
     assert csv_rows[0].startswith("index,id,pmid,title,status") and len(csv_rows) >= 527
-    metrics = requests.get(f"{live_server.url}/metrics", timeout=30).text
+    metrics = requests.get(f"{live_server.url}/metrics", timeout=30,
+                           headers={"Authorization": "Bearer pipeline-metrics-token"}).text
     assert 'medassist_jobs{status="succeeded"} 1.0' in metrics
     health = requests.get(f"{live_server.url}/health/", timeout=30).json()
     assert health["status"] == "ok" and health["checks"]["workers"]["count"] >= 1
@@ -71,7 +73,9 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_every_item_exactly_once(star
     # A short visibility timeout so the crashed worker's unacknowledged chunks come back within the test.
     fast_redelivery = {"MEDASSIST_VISIBILITY_TIMEOUT": "6", "MEDASSIST_CHUNK_SOFT_TIME_LIMIT": "4",
                        "MEDASSIST_CHUNK_TIME_LIMIT": "5", "MEDASSIST_UNACKED_RESTORE_INTERVAL": "1",
-                       "MEDASSIST_UNACKED_RESTORE_THROTTLE": "1"}
+                       "MEDASSIST_UNACKED_RESTORE_THROTTLE": "1",
+                       # issue 12: a redelivered copy takes over once the dead delivery's heartbeat is stale
+                       "MEDASSIST_HEARTBEAT_INTERVAL": "0.5", "MEDASSIST_HEARTBEAT_TIMEOUT": "3"}
     first = start_worker(name="doomed", extra_env=fast_redelivery)
     with override_settings(MEDASSIST_CHUNK_SIZE=10):
         job, _ = job_submit(owner=alice, submission=job_validate(user=alice, kind_name="literature", items=items,
@@ -149,6 +153,6 @@ def test_a_running_worker_serves_a_newly_promoted_version_without_restart(start_
     assert answered_by() == tiny_models["generator"].label
     candidate, _ = register_variant(role="generator", name="tiny-llama-b", format="torch-fp32",
                                     artifact=tiny_model_dirs["llama_b"], config={})
-    model_version_promote(version=candidate, reason="test: promote while the worker runs")
+    model_version_promote(version=candidate, force=True, reason="test: promote while the worker runs")
     assert answered_by() == candidate.label
     assert worker.process.poll() is None  # the same process, never restarted
