@@ -1,4 +1,6 @@
 """One error shape for the API: ``{"detail": ..., "errors": {field: [messages]}}``, never a 500 for bad input."""
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -14,3 +16,11 @@ def exception_handler(exc, context):
     elif isinstance(data, list):
         response.data = {"detail": " ".join(str(d) for d in data)}
     return response
+
+
+def not_found(request, exception=None):
+    """handler404: under /api/ the same JSON shape as every other API error (a path that matches no
+    route, e.g. a job id that is not a UUID); elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -12,7 +12,8 @@ class JobSubmitSerializer(serializers.Serializer):
     kind = serializers.CharField(help_text="job kind, e.g. literature")
     items = serializers.ListField(child=serializers.JSONField(), required=False,
                                   help_text="the inputs; for literature, {text, title?, pmid?, id?} or plain strings")
-    params = serializers.JSONField(required=False, help_text="kind-specific parameters (a JSON object)")
+    params = serializers.JSONField(required=False, help_text="kind-specific parameters: a JSON object (in a multipart "
+                                                            "upload, that object as a string); see <Kind>Params")
     file = serializers.FileField(required=False,
                                  help_text="instead of items: JSONL, CSV/TSV, or PubMed/MEDLINE XML (optionally gzipped)")
 
@@ -29,9 +30,9 @@ class ProgressSerializer(serializers.Serializer):
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
-    owner = serializers.CharField(source="owner.get_username")
+    owner = serializers.CharField(source="owner.get_username", default=None)  # None: the user was deleted (issue 13)
     progress = serializers.SerializerMethodField()
-    model_version = serializers.CharField(source="model_version.label", default=None)
+    model_version = serializers.CharField(source="model_version.label", default=None, allow_null=True)
     links = serializers.SerializerMethodField()
 
     class Meta:

@@ -58,7 +58,7 @@ def test_idempotency_key_returns_the_first_job(api):
 
 @pytest.mark.parametrize("body, field, fragment", [
     ({"kind": "nope", "items": [ABSTRACT]}, "kind", "unknown job kind 'nope'"),
-    ({"kind": "noop", "items": [ABSTRACT]}, "kind", "unknown job kind 'noop'"),  # staff only
+    ({"kind": "noop", "items": [ABSTRACT]}, "kind", "unknown job kind 'noop'"),  # run_diagnostics only
     ({"kind": "literature", "items": [ABSTRACT, {"text": "   "}]}, "items[1].text", "must not be empty"),
     ({"kind": "literature", "items": [{"title": "no text"}]}, "items[0].text", "this field is required"),
     ({"kind": "literature", "items": [{"text": 5}]}, "items[0].text", "must be of type string"),
@@ -161,9 +161,12 @@ def test_cross_user_access_is_a_404_for_every_job_endpoint(api, make_user, clien
     assert mallory.post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 404
     assert Job.objects.get(pk=job_id).status == "queued"  # the refused cancel changed nothing
     assert mallory.get("/api/v1/jobs/").json()["count"] == 0
-    staff = client_for(make_user("root", staff=True))
-    assert staff.get(f"/api/v1/jobs/{job_id}/").status_code == 200
-    assert staff.get("/api/v1/jobs/").json()["count"] == 1
+    staff = client_for(make_user("root", staff=True))  # staff status alone shows no one else's jobs
+    assert staff.get(f"/api/v1/jobs/{job_id}/").status_code == 404
+    assert staff.get("/api/v1/jobs/").json()["count"] == 0
+    auditor = client_for(make_user("auditor", perms=("jobs.view_all_jobs",)))
+    assert auditor.get(f"/api/v1/jobs/{job_id}/").status_code == 200
+    assert auditor.get("/api/v1/jobs/").json()["count"] == 1
 
 
 def test_list_filters_by_kind_status_and_created_range(api):
