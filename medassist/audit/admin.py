@@ -1,9 +1,13 @@
-"""Read-only Django admin for the audit trail: filters, search, CSV export, chain verification."""
+"""Read-only Django admin for the audit trail (filters, search, CSV export, chain verification), and the
+admin login form that says when the failed-login throttle refused an attempt."""
 import csv
 
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 
+from .backends import BLOCKED_FLAG
 from .models import AuditEvent
 from .services import audit_record, audit_verify_chain, client_ip
 
@@ -54,3 +58,16 @@ class AuditEventAdmin(admin.ModelAdmin):
             ids = ", ".join(str(b.id) for b in report.broken[:20])
             self.message_user(request, f"Audit chain BROKEN at event {report.broken_id}: {report.reason}. "
                               f"{report.broken_count} broken events ({ids}).", messages.ERROR)
+
+
+class ThrottledAdminLoginForm(AdminAuthenticationForm):
+    """The admin login form, saying so when the failed-login throttle (backends.py) refused the attempt."""
+
+    def get_invalid_login_error(self):
+        if getattr(self.request, BLOCKED_FLAG, False):
+            return ValidationError("Too many failed logins from this address or for this account. "
+                                   "Try again in a few minutes.", code="throttled")
+        return super().get_invalid_login_error()
+
+
+admin.site.login_form = ThrottledAdminLoginForm

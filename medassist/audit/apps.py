@@ -10,6 +10,7 @@ class AuditConfig(AppConfig):
         from django.core import checks
 
         from . import signals  # noqa: F401  (login failures, admin changes)
-        from .services import check_trusted_proxies
+        from .services import check_audit_key, check_trusted_proxies
 
         checks.register(check_trusted_proxies)
+        checks.register(check_audit_key, checks.Tags.security, deploy=True)

@@ -24,6 +24,8 @@ import json
 import math
 
 HASH_VERSION = 2
+# Version 3: the same canonical form, hashed with HMAC-SHA256 under MEDASSIST_AUDIT_HMAC_KEY (services.py).
+KEYED_HASH_VERSION = 3
 REPLACEMENT = "\ufffd"
 
 
@@ -95,9 +97,9 @@ def _canonical_value(value):
 
 
 def canonical_v2(*, created_at: dt.datetime, actor_id, actor_username, action, object_type, object_id,
-                 model_version, ip, detail) -> str:
+                 model_version, ip, detail, version: int = HASH_VERSION) -> str:
     payload = {
-        "v": HASH_VERSION,
+        "v": version,
         "created_at": created_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
         "actor_id": actor_id,
         "actor_username": actor_username,

@@ -3,8 +3,9 @@
 Each event stores who did what to which object, from where, with which model version. ``hash`` is
 ``sha256(prev_hash + canonical(event))``, where the canonical form depends on ``hash_version``
 (1: the original ``canonical_json``, kept so old chains verify; 2: ``canonical.canonical_v2`` over
-the values exactly as stored), so changing or removing any row breaks the chain from
-that row on (``manage.py audit_verify`` finds it). On Postgres a trigger refuses UPDATE and DELETE.
+the values exactly as stored; 3: the same, hashed with HMAC-SHA256 under a key from the environment),
+so changing or removing any row breaks the chain from that row on (``manage.py audit_verify`` finds it).
+On Postgres triggers refuse UPDATE, DELETE and TRUNCATE.
 The actor is stored by id and name, not as a foreign key: deleting a user must not rewrite history.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 
 from django.db import models
 
-from .canonical import HASH_VERSION, canonical_v2
+from .canonical import HASH_VERSION, KEYED_HASH_VERSION, canonical_v2
 
 
 class AuditEvent(models.Model):
@@ -30,6 +31,13 @@ class AuditEvent(models.Model):
         MODEL_PROMOTE_REFUSED = "model.promote_refused"
         MODEL_ROLLBACK = "model.rollback"
         AUDIT_VERIFY = "audit.verify"
+        # issue 13: throttled logins, listings, probing, corpus writes, token changes
+        AUTH_THROTTLED = "auth.throttled"
+        JOB_LIST = "job.list"
+        JOB_NOT_FOUND = "job.not_found"
+        CORPUS_WRITE = "corpus.write"
+        TOKEN_CREATE = "token.create"
+        TOKEN_ROTATE = "token.rotate"
 
     created_at = models.DateTimeField(db_index=True)
     actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
@@ -56,11 +64,12 @@ class AuditEvent(models.Model):
         """The bytes this event's hash covers, by its hash version."""
         if self.hash_version == 1:
             return self.canonical_json()
-        if self.hash_version == HASH_VERSION:
+        if self.hash_version in (HASH_VERSION, KEYED_HASH_VERSION):
             return canonical_v2(created_at=self.created_at, actor_id=self.actor_id,
                                 actor_username=self.actor_username, action=self.action,
                                 object_type=self.object_type, object_id=self.object_id,
-                                model_version=self.model_version, ip=self.ip, detail=self.detail)
+                                model_version=self.model_version, ip=self.ip, detail=self.detail,
+                                version=self.hash_version)
         raise ValueError(f"unknown audit hash version {self.hash_version!r}")
 
     def canonical_json(self) -> str:

@@ -1,9 +1,13 @@
 """Writing and verifying the audit chain. The only code that creates AuditEvent rows."""
 from __future__ import annotations
 
+import getpass
 import hashlib
+import hmac
 import ipaddress
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .canonical import HASH_VERSION, clean_ip, storable_json, storable_text
+from .canonical import HASH_VERSION, KEYED_HASH_VERSION, clean_ip, storable_json, storable_text
 from .models import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -23,8 +27,20 @@ _CHAIN_LOCK_KEY = 0x6D6564617564
 MAX_LISTED_BROKEN = 1000
 
 
-def _digest(prev_hash: str, canonical: str) -> str:
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+def _hmac_key() -> bytes:
+    return str(getattr(settings, "MEDASSIST_AUDIT_HMAC_KEY", "") or "").encode("utf-8")
+
+
+def _digest(prev_hash: str, canonical: str, version: int = HASH_VERSION) -> str:
+    """SHA-256 over the previous hash and the canonical event; from version 3 a keyed HMAC-SHA256, so that
+    whoever can rewrite rows but not read the web/worker environment cannot recompute the chain."""
+    message = (prev_hash + canonical).encode("utf-8")
+    if version >= KEYED_HASH_VERSION:
+        key = _hmac_key()
+        if not key:
+            raise ValueError("the event is HMAC-keyed and MEDASSIST_AUDIT_HMAC_KEY is not set")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
 
 
 def _max_length(name: str) -> int | None:
@@ -41,12 +57,14 @@ def audit_record(
     model_version: str = "",
     ip: str | None = None,
     detail: dict | None = None,
+    actor_name: str = "",
 ) -> AuditEvent:
     """Append one event to the chain. Runs in the caller's transaction when there is one.
 
     Every value is first made storable (canonical.py): what is hashed is exactly what SQLite or
     Postgres will give back, so no caller input can make a stored event differ from its hash or make
-    the insert fail. An invalid ``ip`` is stored as NULL.
+    the insert fail. An invalid ``ip`` is stored as NULL. ``actor_name`` names an actor that is not a
+    Django user (``os_actor()`` for a command run from a shell); a user ``actor`` takes precedence.
     """
     if connection.vendor == "postgresql":
         # Two writers must not both read the same last hash: serialise appends (released at commit).
@@ -58,7 +76,7 @@ def audit_record(
     event = AuditEvent(
         created_at=timezone.now(),
         actor_id=actor.pk if is_user else None,
-        actor_username=storable_text(actor.get_username() if is_user else "", _max_length("actor_username")),
+        actor_username=storable_text(actor.get_username() if is_user else actor_name, _max_length("actor_username")),
         action=storable_text(action, _max_length("action")),
         object_type=storable_text(object_type, _max_length("object_type")),
         object_id=storable_text(object_id, _max_length("object_id")),
@@ -66,11 +84,47 @@ def audit_record(
         ip=clean_ip(ip),
         detail=storable_json(detail or {}),
         prev_hash=last or GENESIS_HASH,
-        hash_version=HASH_VERSION,
+        hash_version=KEYED_HASH_VERSION if _hmac_key() else HASH_VERSION,
     )
-    event.hash = _digest(event.prev_hash, event.canonical())
+    event.hash = _digest(event.prev_hash, event.canonical(), event.hash_version)
     event.save(force_insert=True)
     return event
+
+
+def os_actor() -> str:
+    """The operating-system user running this process, as an audit actor name ("os:<login>")."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (e.g. an arbitrary container uid)
+        login = f"uid-{os.getuid()}"
+    return f"os:{login}"
+
+
+# A parameter value kept as it is: a short token without spaces (an enum, a model name, a number as
+# text). Anything else may be free text from the user's input and is stored only as a fingerprint.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
+
+
+def audit_fingerprint(text: str) -> str:
+    """A short keyed digest of free text: equal texts match across events, the text itself is not kept
+    (HMAC under MEDASSIST_AUDIT_HMAC_KEY when set, so short texts cannot be guessed from the trail)."""
+    data = str(text).encode("utf-8", "surrogatepass")
+    key = _hmac_key()
+    digest = hmac.new(key, data, hashlib.sha256) if key else hashlib.sha256(data)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def audit_params(value):
+    """Job params as the audit trail keeps them (issue 13, privacy): numbers, booleans and enum-like
+    tokens as they are; every other string (a literature ``question``, a free-text start concept) as
+    its ``audit_fingerprint``."""
+    if isinstance(value, dict):
+        return {str(k): audit_params(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [audit_params(v) for v in value]
+    if isinstance(value, str) and not _PLAIN_VALUE.fullmatch(value):
+        return audit_fingerprint(value)
+    return value
 
 
 @dataclass
@@ -92,6 +146,7 @@ class ChainReport:
 PREV_MISMATCH = ("its prev_hash does not match the previous event's hash "
                  "(an event before it was removed or changed)")
 CONTENT_MISMATCH = "its content does not match its hash (the row was altered)"
+DOWNGRADED = "it is not HMAC-keyed although events before it are (written without the key)"
 
 
 def audit_verify_chain() -> ChainReport:
@@ -102,12 +157,16 @@ def audit_verify_chain() -> ChainReport:
     """
     report = ChainReport(True, 0)
     prev = GENESIS_HASH
+    keyed = False  # once events are HMAC-keyed, an unkeyed one after them is a forgery
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         reasons = []
         if event.prev_hash != prev:
             reasons.append(PREV_MISMATCH)
+        if keyed and event.hash_version < KEYED_HASH_VERSION:
+            reasons.append(DOWNGRADED)
+        keyed = keyed or event.hash_version >= KEYED_HASH_VERSION
         try:
-            expected = _digest(event.prev_hash, event.canonical())
+            expected = _digest(event.prev_hash, event.canonical(), event.hash_version)
         except (ValueError, TypeError) as exc:
             expected, reasons = None, [*reasons, f"its hash cannot be recomputed ({exc})"]
         if expected is not None and event.hash != expected:
@@ -141,6 +200,19 @@ def check_trusted_proxies(app_configs=None, **kwargs):
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="List IPs or CIDRs, e.g. 10.0.0.0/8,::1", id="audit.E001")]
     return []
+
+
+def check_audit_key(app_configs=None, **kwargs):
+    """Deploy check (`manage.py check --deploy`): the audit chain is HMAC-keyed with a long enough key."""
+    from django.core.checks import Error
+
+    key = _hmac_key()
+    if len(key) >= 32:
+        return []
+    problem = "is not set: audit events are hashed without a key" if not key else "is shorter than 32 characters"
+    return [Error(f"MEDASSIST_AUDIT_HMAC_KEY {problem}, so whoever can rewrite audit rows can recompute the chain.",
+                  hint='Set it in the environment of web and workers: python -c "import secrets; '
+                       'print(secrets.token_hex(32))"', id="audit.E002")]
 
 
 def _trusted(address: str) -> bool:
