@@ -38,9 +38,11 @@ class DocumentConceptInline(admin.TabularInline):
 
 @admin.register(Document)
 class DocumentAdmin(ViewOnlyAdmin):
-    list_display = ("id", "pmid", "title", "year", "source", "created_at")
-    list_filter = ("source", "year")
+    list_display = ("id", "pmid", "title", "year", "source", "owner", "visibility", "created_at")
+    list_filter = ("source", "visibility", "year")  # owner/visibility: issue 13, shared corpus
     search_fields = ("=pmid", "title")
+    raw_id_fields = ("owner",)
+    list_select_related = ("owner",)
     inlines = [DocumentConceptInline]
 
 

@@ -26,6 +26,7 @@ from django.db.models import Q
 
 from .concepts import SEMANTIC_GROUPS  # one table of readable groups for extraction and imports
 from .models import Concept, Cooccurrence, Document, DocumentConcept
+from .visibility import shared_q
 
 __all__ = [
     "BATCH_SIZE",
@@ -46,6 +47,7 @@ __all__ = [
     "extracted_links",
     "corpus_write_lock",
     "corpus_cooccurrence_rebuild",
+    "corpus_pair_counts",
     "corpus_cooccurrence_add",
     "cooccurrences_replace",
 ]
@@ -298,20 +300,28 @@ def _corpus_pair_counts(documents: Iterable[tuple[int | None, Iterable[str]]]) -
     return counts
 
 
+def corpus_pair_counts(*, documents) -> Counter[tuple[str, str, int]]:
+    """(a, b, year) -> documents of the ``documents`` queryset linking both (``_corpus_pair_counts``' rule)."""
+    years = dict(documents.values_list("pk", "year").iterator(chunk_size=BATCH_SIZE))
+    concepts_by_doc: dict[int, list[str]] = defaultdict(list)
+    for doc_id, concept_id in DocumentConcept.objects.filter(document__in=documents).values_list(
+            "document_id", "concept_id").iterator(chunk_size=BATCH_SIZE):
+        concepts_by_doc[doc_id].append(concept_id)
+    return _corpus_pair_counts((years.get(doc_id), concept_ids) for doc_id, concept_ids in concepts_by_doc.items())
+
+
 def corpus_cooccurrence_rebuild() -> dict[str, int]:
-    """Recount the corpus graph from all stored documents (see ``_corpus_pair_counts``).
+    """Recount the corpus graph from all stored shared documents (see ``_corpus_pair_counts``).
+
+    Private documents (issue 13) are not in the stored graph: no other user's results may rest on them.
+    Their owner's hypothesis jobs add their pairs on top (``selectors.cooccurrence_graph``).
 
     Recounting everything (not adding this import's counts) is what keeps imports idempotent and
     lets PubMedQA, MEDLINE and job documents share one graph.  It is a single pass over
     ``DocumentConcept``: milliseconds for the ~1,000 abstracts here; a corpus of millions would move
     this into SQL.  Call inside a transaction, after ``corpus_write_lock()``.
     """
-    years = dict(Document.objects.values_list("pk", "year").iterator(chunk_size=BATCH_SIZE))
-    concepts_by_doc: dict[int, list[str]] = defaultdict(list)
-    for doc_id, concept_id in DocumentConcept.objects.values_list("document_id", "concept_id").iterator(
-            chunk_size=BATCH_SIZE):
-        concepts_by_doc[doc_id].append(concept_id)
-    counts = _corpus_pair_counts((years.get(doc_id), concept_ids) for doc_id, concept_ids in concepts_by_doc.items())
+    counts = corpus_pair_counts(documents=Document.objects.filter(shared_q()))
     rows = (
         Cooccurrence(concept_a_id=a, concept_b_id=b, directed=False, year=year, source=Cooccurrence.Source.CORPUS,
                      count=n, score=float(n), metrics={})

@@ -417,14 +417,27 @@ def _documents_store(*, documents: list[_ParsedDocument], source: str, result: I
         mentions[doc.pmid] = counts
 
     result.counts.update(concepts_ensure(new_concepts))
+    # Imported documents are ownerless and shared (issue 13); a PMID is unique among them only (a partial
+    # unique index, which an upsert cannot target), so existing ones are updated and new ones inserted.
+    imported = Document.objects.filter(owner__isnull=True)
+    known: dict[str, Document] = {}
+    for pmids in batched(list(mentions), LOOKUP_BATCH):
+        known.update((doc.pmid, doc) for doc in imported.filter(pmid__in=pmids))
+    changed = []
+    for d in documents:
+        doc = known.get(d.pmid)
+        if doc is not None:
+            doc.title, doc.abstract, doc.year, doc.source = d.title, d.abstract, d.year, source
+            changed.append(doc)
+    Document.objects.bulk_update(changed, ["title", "abstract", "year", "source"], batch_size=500)
     Document.objects.bulk_create(
-        [Document(pmid=d.pmid, title=d.title, abstract=d.abstract, year=d.year, source=source) for d in documents],
+        [Document(pmid=d.pmid, title=d.title, abstract=d.abstract, year=d.year, source=source,
+                  visibility=Document.Visibility.SHARED) for d in documents if d.pmid not in known],
         batch_size=BATCH_SIZE,
-        update_conflicts=True,
-        unique_fields=["pmid"],
-        update_fields=["title", "abstract", "year", "source"],
     )
-    doc_ids = {pmid: doc.pk for pmid, doc in Document.objects.in_bulk(list(mentions), field_name="pmid").items()}
+    doc_ids = {}
+    for pmids in batched(list(mentions), LOOKUP_BATCH):
+        doc_ids.update(imported.filter(pmid__in=pmids).values_list("pmid", "pk"))
     links = [
         DocumentConcept(document_id=doc_ids[pmid], concept_id=concept_id, count=n)
         for pmid, counts in mentions.items()

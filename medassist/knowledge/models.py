@@ -6,7 +6,9 @@ holds every concept-pair association the system ranks with: the HSDN symptom -> 
 (diagnosis), MEDLINE-wide disease-disease statistics and the co-occurrence graph of our own corpus
 (hypothesis generation).  All writes go through ``importers.py``; nothing here has behaviour.
 """
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class Concept(models.Model):
@@ -46,17 +48,35 @@ class Document(models.Model):
         MEDLINE = "medline", "MEDLINE"
         JOB = "job", "literature job"
 
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "its owner only"
+        SHARED = "shared", "every user"
+
     # NULL for documents without a PMID; a unique constraint never treats two NULLs as equal.
-    pmid = models.CharField(max_length=20, unique=True, null=True, blank=True)
+    # Unique per owner (constraints below): the same PMID from two owners is two documents.
+    pmid = models.CharField(max_length=20, null=True, blank=True)
     title = models.TextField(blank=True)
     abstract = models.TextField(blank=True)
     year = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True)
     source = models.CharField(max_length=16, choices=Source.choices, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     concepts = models.ManyToManyField(Concept, through="DocumentConcept", related_name="documents")
+    # Access control (issue 13, shared corpus): imported documents have no owner and are shared; a job's
+    # documents belong to the job's owner and are private unless they hold knowledge.share_document.
+    # Every selector filters through ``visibility.visible_documents``.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="corpus_documents")
+    visibility = models.CharField(max_length=8, choices=Visibility.choices, default=Visibility.PRIVATE)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pmid"], condition=Q(owner__isnull=True), name="unique_pmid_unowned"),
+            models.UniqueConstraint(fields=["owner", "pmid"], condition=Q(owner__isnull=False),
+                                    name="unique_pmid_per_owner"),
+        ]
+        indexes = [models.Index(fields=["visibility", "owner"], name="document_visibility_owner")]
+        permissions = [("share_document", "Can add documents every user sees to the corpus")]
 
     def __str__(self) -> str:
         return f"PMID {self.pmid}" if self.pmid else f"document {self.pk}"

@@ -9,20 +9,28 @@ with one cheap aggregate query.
 Extracted concepts (``concepts.extract_concepts``) carry the vocabulary packages' MeSH ids, which
 are often wrong; ``concept_resolver_for`` and ``concept_with_resolved_id`` correct them against the
 imported MeSH concepts, by name, the way the importers link documents.
+
+Documents are read as a *reader* (issue 13, ``visibility.py``): ``supporting_documents`` returns only
+documents the reader may see, and the corpus graph is the stored graph of shared documents plus, for a
+reader with private documents, their pairs (cached per reader). The default reader is the job's owner,
+set by the worker around the kind's handler; outside a job, nobody (shared documents only).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 
 from django.db.models import Count, Max, Q, Sum
 
-from .corpus import ConceptResolver
+from .corpus import ConceptResolver, corpus_pair_counts
 from .discovery import CHECK_TAGS, CooccurrenceGraph, Edge
 from .hsdn import HsdnLink
-from .models import Concept, Cooccurrence, DocumentConcept
+from .models import Concept, Cooccurrence, Document, DocumentConcept
+from .visibility import current_reader, visible_q
 
 _graphs: dict[tuple, CooccurrenceGraph] = {}
+_CURRENT = object()  # a ``reader`` default: the current reader (``visibility.current_reader``)
 _lock = threading.Lock()
 
 def concept_resolve(*, text: str) -> Concept | None:
@@ -54,8 +62,32 @@ def concept_suggestions(*, text: str, limit: int = 5) -> list[str]:
     return list(Concept.objects.filter(query).order_by("name_lower").values_list("name", flat=True)[:limit])
 
 
-def cooccurrence_graph(*, source: str, until_year: int | None = None) -> CooccurrenceGraph:
-    """The undirected co-occurrence graph of one source, optionally only up to a year (cached)."""
+_MAX_PRIVATE_GRAPHS = 8  # cached graphs with one reader's private documents on top (the oldest goes first)
+
+
+def _private_edges(*, reader: int, until_year: int | None, generic) -> Iterable[Edge]:
+    """The corpus pairs of ``reader``'s private documents, counted as the stored graph counts shared ones."""
+    mine = Document.objects.filter(owner_id=reader, visibility=Document.Visibility.PRIVATE)
+    for (a, b, year), n in corpus_pair_counts(documents=mine).items():
+        if a in generic or b in generic:
+            continue
+        if (until_year is None and year == Cooccurrence.ALL_YEARS) or (
+                until_year is not None and Cooccurrence.ALL_YEARS < year <= until_year):
+            yield Edge(a, b, float(n), year or None)
+
+
+def cooccurrence_graph(*, source: str, until_year: int | None = None, reader=_CURRENT) -> CooccurrenceGraph:
+    """The undirected co-occurrence graph of one source, optionally only up to a year (cached).
+
+    The stored corpus graph counts shared documents only; for a ``reader`` (a user id; default the current
+    reader, ``visibility.reading_as``) with private documents, their pairs are added on top (issue 13)."""
+    reader = current_reader() if reader is _CURRENT else reader
+    private: tuple = (None,)
+    if source == Cooccurrence.Source.CORPUS and reader is not None:
+        mine = Document.objects.filter(owner_id=reader, visibility=Document.Visibility.PRIVATE).aggregate(
+            n=Count("id"), newest=Max("id"))
+        if mine["n"]:
+            private = (reader, mine["n"], mine["newest"])
     rows = Cooccurrence.objects.filter(source=source, directed=False)
     if until_year is None:
         rows = rows.filter(year=Cooccurrence.ALL_YEARS)
@@ -66,15 +98,21 @@ def cooccurrence_graph(*, source: str, until_year: int | None = None) -> Cooccur
     generic = Concept.objects.filter(name__in=CHECK_TAGS).values("pk")
     rows = rows.exclude(concept_a_id__in=generic).exclude(concept_b_id__in=generic)
     state = rows.aggregate(n=Count("id"), newest=Max("id"), total=Sum("count"))
-    key = (source, until_year, state["n"], state["newest"], state["total"])
+    key = (source, until_year, private[0], state["n"], state["newest"], state["total"], *private[1:])
     with _lock:
         graph = _graphs.get(key)
         if graph is None:
             edges = (Edge(a, b, float(count or 0), year or None)
                      for a, b, count, year in rows.values_list("concept_a_id", "concept_b_id", "count", "year")
                      .iterator(chunk_size=10_000))
+            if private[0] is not None:  # duplicate pairs are summed by from_edges
+                names = set(Concept.objects.filter(name__in=CHECK_TAGS).values_list("pk", flat=True))
+                edges = itertools.chain(edges, _private_edges(reader=private[0], until_year=until_year, generic=names))
             graph = CooccurrenceGraph.from_edges(edges)
-            for old in [k for k in _graphs if k[:2] == key[:2]]:
+            for old in [k for k in _graphs if k[:3] == key[:3]]:
+                del _graphs[old]
+            overlays = [k for k in _graphs if k[2] is not None]
+            for old in overlays[:max(0, len(overlays) - _MAX_PRIVATE_GRAPHS + 1)]:
                 del _graphs[old]
             _graphs[key] = graph
     return graph
@@ -110,10 +148,14 @@ def concepts_by_id(*, ids) -> dict[str, Concept]:
     return {c.pk: c for c in Concept.objects.filter(pk__in=list(ids))}
 
 
-def supporting_documents(*, a: str, b: str, until_year: int | None = None, limit: int = 3) -> list[dict]:
-    """Corpus documents that mention both concepts (the evidence for an A-B link)."""
+def supporting_documents(*, a: str, b: str, until_year: int | None = None, limit: int = 3,
+                         reader=_CURRENT) -> list[dict]:
+    """Corpus documents that mention both concepts (the evidence for an A-B link), among those ``reader``
+    (a user id; None: nobody) may see; by default the current reader (``visibility.reading_as``)."""
+    reader = current_reader() if reader is _CURRENT else reader
     docs = DocumentConcept.objects.filter(concept_id=a).values_list("document_id", flat=True)
-    links = DocumentConcept.objects.filter(concept_id=b, document_id__in=docs).select_related("document")
+    links = DocumentConcept.objects.filter(visible_q(reader, "document__"), concept_id=b,
+                                           document_id__in=docs).select_related("document")
     if until_year is not None:
         links = links.filter(document__year__lte=until_year)
     out = []
