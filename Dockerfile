@@ -48,8 +48,11 @@ COPY --chown=medassist:medassist . .
 
 USER medassist
 
-# Admin and Swagger UI assets, served by whitenoise from inside gunicorn.
-RUN DJANGO_STATIC_ROOT=/app/var/static python manage.py collectstatic --noinput --verbosity 0
+# Admin and Swagger UI assets, served by whitenoise from inside gunicorn. Settings refuse to load without
+# a secret key (DEBUG off); this step signs nothing, so a throwaway key for this one command is enough
+# (it is not kept in the image: the real one comes from the environment at run time).
+RUN DJANGO_SECRET_KEY=build-step-only-collectstatic-signs-nothing DJANGO_STATIC_ROOT=/app/var/static \
+    python manage.py collectstatic --noinput --verbosity 0
 
 EXPOSE 8000
 

@@ -3,12 +3,14 @@
 Layers, top to bottom (a module may import its own layer and those below, never one above):
 
     0  config, medassist.tools, every management command       composition, measurement, operations
-    1  APIs (apis, urls, serializers, admin, views), workers.tasks, workers.versions   interfaces
+    1  APIs (apis, urls, serializers, admin, views), workers.tasks, workers.versions,   interfaces
+       medassist.portal (the web portal: every module of it)
     2  medassist.jobs                                           job services and selectors
     3  medassist.kinds                                          one module per job kind
     4  medassist.knowledge, training, workers.runtime           domain and model runtime
     5  medassist.common, medassist.audit, medassist.registry    leaves
 
+Apart from the layers: medassist.client (the command-line client) imports only itself, and nothing imports it.
 Inside layer 4: knowledge imports neither training nor the runtime, and the runtime imports nothing
 of this project outside itself (and no Django): it takes plain specs and settings as arguments.
 The checks read the source (ast), so a function-local import counts like a top-level one.
@@ -31,7 +33,7 @@ def layer(module: str) -> tuple[int, str]:
     parts = module.split(".")
     if parts[0] == "config" or "management" in parts or module.startswith("medassist.tools"):
         return 0, "tools/config"
-    if parts[-1] in INTERFACE_MODULES or module.startswith(("workers.tasks", "workers.versions")):
+    if parts[-1] in INTERFACE_MODULES or module.startswith(("workers.tasks", "workers.versions", "medassist.portal")):
         return 1, "interfaces"
     if module.startswith("medassist.jobs"):
         return 2, "jobs"
@@ -132,6 +134,15 @@ def test_knowledge_and_the_runtime_keep_to_their_side_of_layer_4():
 def test_the_leaves_import_no_domain_code():
     wrong = [f"{a}:{line} imports {b}" for a, b, _, line in IMPORTS
              if layer(a)[0] == 5 and layer(b)[0] == 5 and layer(a)[1] == "common" and layer(b)[1] != "common"]
+    assert wrong == []
+
+
+# --- the command-line client (issue 14, client engineer) ---------------------------------------------------
+def test_the_client_stands_apart_and_uses_only_the_http_api():
+    """medassist.client runs on a researcher's machine against the public API: it imports nothing
+    first-party but itself, and no server code imports it."""
+    wrong = [f"{a}:{line} imports {b}" for a, b, _, line in IMPORTS
+             if a.startswith("medassist.client") != b.startswith("medassist.client")]
     assert wrong == []
 
 

@@ -1,6 +1,14 @@
-"""Operational endpoints: ``/health/`` (database, broker, workers) and ``/metrics`` (Prometheus)."""
+"""Operational endpoints: ``/health/`` (database, broker, workers) and ``/metrics`` (Prometheus).
+
+Who may see what (issue 13, deployment defaults): ``/health/`` answers everyone with its status and
+counts (load balancers and the compose healthcheck need no credentials), but names the workers (host
+names) only to a *privileged* caller; ``/metrics`` answers only privileged callers (403 otherwise).
+Privileged: a logged-in active staff user (admin session), or ``Authorization: Bearer <token>`` with
+``MEDASSIST_METRICS_TOKEN`` (compared in constant time; empty setting: no token works).
+"""
 from __future__ import annotations
 
+import hmac
 import time
 
 from celery import current_app as celery_app  # the app of config/celery.py (current once config is imported)
@@ -27,6 +35,19 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
+def is_privileged(request) -> bool:
+    """Staff with an admin session, or the metrics bearer token."""
+    from django.conf import settings
+
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+        return True
+    expected = getattr(settings, "MEDASSIST_METRICS_TOKEN", "") or ""
+    scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                                 expected.encode())
+
+
 @require_GET
 def health(request):
     checks: dict[str, dict] = {}
@@ -50,7 +71,9 @@ def health(request):
             workers = sorted(name for reply in replies for name in reply)
         except Exception:
             pass
-    checks["workers"] = {"ok": bool(workers), "count": len(workers), "names": workers}
+    checks["workers"] = {"ok": bool(workers), "count": len(workers)}
+    if is_privileged(request):  # worker names are host names: not for anonymous callers
+        checks["workers"]["names"] = workers
     essential_ok = checks["database"]["ok"] and checks["broker"]["ok"]
     status = "ok" if essential_ok and workers else ("degraded" if essential_ok else "unavailable")
     body = {"status": status, "checks": checks, "seconds": round(time.perf_counter() - started, 3)}
@@ -80,6 +103,9 @@ class _StateCollector:
 
 @require_GET
 def metrics(request):
+    if not is_privileged(request):
+        return JsonResponse({"detail": "Metrics are shown to staff or with the metrics token "
+                                       "(Authorization: Bearer <MEDASSIST_METRICS_TOKEN>)."}, status=403)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(_StateCollector())

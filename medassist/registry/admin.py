@@ -1,4 +1,10 @@
-"""Django admin for model versions: checked promotion, forced promotion with a reason, rollback. All audited."""
+"""Django admin for model versions: checked promotion, forced promotion with a reason, rollback. All audited.
+
+Promotion and rollback need the ``registry.promote_modelversion`` permission, as in the API (staff
+status and the plain change permission are not enough). What identifies a registered artifact (its
+path, config, checksum, role, name and format) is read-only once the version exists: the checksum is
+what the workers verify, and changing the path or config would serve files nobody registered.
+"""
 import json
 
 from django import forms
@@ -9,6 +15,7 @@ from django.utils.html import format_html
 
 from medassist.audit.services import client_ip
 
+from .apis import PROMOTE_PERMISSION
 from .models import ModelVersion
 from .services import (
     PromotionRefused,
@@ -33,7 +40,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
     # Metrics are what promotion is checked against: shown, never edited here.
     exclude = ("metrics",)
     readonly_fields = ("status", "promoted_at", "created_at", "checksum", "size_bytes", "metrics_json")
+    # Fixed at registration (models_prepare, models_register, a finetune run).
+    registered_fields = ("role", "name", "format", "artifact_path", "config", "checksum", "parent")
     actions = ["promote", "force_promote", "rollback_role"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        return tuple(dict.fromkeys((*self.readonly_fields, *self.registered_fields)))
+
+    def has_promote_permission(self, request) -> bool:
+        return request.user.is_active and request.user.has_perm(PROMOTE_PERMISSION)
 
     @admin.display(description="metrics")
     def metrics_json(self, obj):
@@ -47,7 +64,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return queryset.get()
 
     @admin.action(description="Promote the selected version (checked against the active one's scores)",
-                  permissions=["change"])
+                  permissions=["promote"])
     def promote(self, request, queryset):
         version = self._one(request, queryset, "promote")
         if version is None:
@@ -59,8 +76,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             version = model_version_promote(version=version, actor=request.user, ip=client_ip(request),
                                             reason="promoted in Django admin")
         except PromotionRefused as exc:
-            self.message_user(request, f"{version.label} was not promoted: it scores worse than the active "
-                                       f"{exc.active.label}.", messages.ERROR)
+            self.message_user(request, f"Not promoted: {exc.summary}.", messages.ERROR)
             for line in exc.comparison.worse:
                 self.message_user(request, line, messages.ERROR)
             self.message_user(request, "To promote it anyway, select it and run 'Force promote', giving a reason.",
@@ -68,7 +84,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"{version.label} is now active.", messages.SUCCESS)
 
-    @admin.action(description="Force promote the selected version (asks for a reason)", permissions=["change"])
+    @admin.action(description="Force promote the selected version (asks for a reason)", permissions=["promote"])
     def force_promote(self, request, queryset):
         version = self._one(request, queryset, "force-promote")
         if version is None:
@@ -97,7 +113,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/registry/modelversion/force_promote.html", context)
 
-    @admin.action(description="Roll back this role to the previously active version", permissions=["change"])
+    @admin.action(description="Roll back this role to the previously active version", permissions=["promote"])
     def rollback_role(self, request, queryset):
         version = self._one(request, queryset, "roll back its role")
         if version is None:

@@ -1,4 +1,6 @@
-"""The model-registry API under /api/v1/models/: list and read versions; staff promote and roll back.
+"""The model-registry API under /api/v1/models/: list and read versions; users with the
+``registry.promote_modelversion`` permission (given through a group; staff status alone is not enough,
+the admin checks the same permission) promote and roll back.
 
 Promotion is checked against the active version's evaluation scores (see ``services.compare_versions``);
 every promotion, refusal and rollback is audited with actor and client IP by the services.
@@ -9,7 +11,7 @@ import django_filters
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,6 +26,18 @@ from .services import (
     model_version_promote,
     model_version_rollback,
 )
+
+PROMOTE_PERMISSION = "registry.promote_modelversion"
+
+
+class CanPromoteModelVersions(BasePermission):
+    """The same permission the Django admin's promote/rollback actions check."""
+
+    message = "Promoting and rolling back model versions needs the registry.promote_modelversion permission."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_active and user.has_perm(PROMOTE_PERMISSION))
 
 
 def _invalid(errors: dict) -> Response:
@@ -55,14 +69,14 @@ class ModelVersionDetailApi(APIView):
 
 
 class ModelVersionPromoteApi(APIView):
-    """Staff: make this version the active one of its role, if it scores no worse than the active one."""
+    """Make this version the active one of its role, if it has scores and scores no worse than the active one."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanPromoteModelVersions]
 
     @extend_schema(request=PromoteSerializer, responses={
         200: ModelVersionSerializer,
         400: OpenApiResponse(description="bad input, or force without a reason"),
-        409: OpenApiResponse(description="refused: the candidate scores worse; errors.metrics lists why"),
+        409: OpenApiResponse(description="refused: the candidate scores worse or has no scores; errors.metrics lists why"),
     })
     def post(self, request, version_id):
         version = get_object_or_404(model_version_list(), pk=version_id)
@@ -74,16 +88,16 @@ class ModelVersionPromoteApi(APIView):
         except ValueError as exc:  # the only one: force without a reason
             return _invalid({"reason": [str(exc)]})
         except PromotionRefused as exc:
-            return Response({"detail": f"{version.label} was not promoted: it scores worse than the active "
-                                       f"{exc.active.label}. Send force=true with a reason to promote it anyway.",
+            return Response({"detail": f"Not promoted: {exc.summary}. Send force=true with a reason to promote "
+                                       "it anyway.",
                              "errors": {"metrics": exc.comparison.worse}}, status=status.HTTP_409_CONFLICT)
         return Response(ModelVersionSerializer(version).data)
 
 
 class ModelVersionRollbackApi(APIView):
-    """Staff: make the previously active version of a role active again (no metrics check)."""
+    """Make the previously active version of a role active again (no metrics check)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanPromoteModelVersions]
 
     @extend_schema(request=RollbackSerializer, responses={
         200: ModelVersionSerializer,

@@ -38,6 +38,8 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["role", "name", "format"], name="unique_model_version"),
             models.UniqueConstraint(fields=["role"], condition=Q(status="active"), name="one_active_version_per_role"),
         ]
+        # Promotion, forced promotion and rollback (API and admin); staff status alone is not enough.
+        permissions = [("promote_modelversion", "Can promote, force-promote and roll back model versions")]
 
     def __str__(self) -> str:
         return self.label

@@ -1,8 +1,11 @@
 """Registering, promoting and rolling back model versions.
 
 A promotion replaces the active version of a role only when the candidate scores no worse on the
-evaluation sets both have (``metrics["evaluations"]``, written by the fine-tuning code); a staff
-member may override a refusal with a reason. Promotions, refusals and rollbacks are all audited.
+evaluation sets both have (``metrics["evaluations"]``, written by the fine-tuning code). A candidate
+with no evaluation scores at all is never "worse" by that test, so it is refused as well: replacing an
+active version with an unscored one needs ``force`` with a reason. A user with the
+``registry.promote_modelversion`` permission may force a refusal with a reason. Promotions, refusals
+and rollbacks are all audited.
 """
 from __future__ import annotations
 
@@ -44,11 +47,15 @@ class Comparison:
 
 
 class PromotionRefused(Exception):
-    """The candidate scores worse than the active version; ``force`` with a reason overrides it."""
+    """The candidate scores worse than the active version, or has no scores to compare; ``force`` with
+    a reason overrides it. ``comparison.worse`` holds one readable line per reason."""
 
     def __init__(self, version: ModelVersion, active: ModelVersion, comparison: Comparison):
         self.version, self.active, self.comparison = version, active, comparison
-        super().__init__(f"{version.label} scores worse than the active {active.label}: {'; '.join(comparison.worse)}")
+        self.unscored = not has_scores(version)
+        self.summary = (f"{version.label} has no evaluation scores to compare with the active {active.label}"
+                        if self.unscored else f"{version.label} scores worse than the active {active.label}")
+        super().__init__(f"{self.summary}: {'; '.join(comparison.worse)}")
 
 
 class RollbackImpossible(Exception):
@@ -68,8 +75,20 @@ def _score(value) -> float | None:
     return float(value)
 
 
+def has_scores(version: ModelVersion) -> bool:
+    """Whether ``version`` has at least one usable score (a known metric) on some evaluation set."""
+    return any(isinstance(scores, dict) and any(_score(scores.get(metric)) is not None for metric in METRIC_RULES)
+               for scores in _evaluations(version).values())
+
+
+UNSCORED = "the candidate has no evaluation scores (metrics.evaluations): nothing shows it is no worse"
+
+
 def compare_versions(candidate: ModelVersion, active: ModelVersion) -> Comparison:
-    """Compare ``candidate`` with ``active`` metric by metric on the evaluation sets both were scored on."""
+    """Compare ``candidate`` with ``active`` metric by metric on the evaluation sets both were scored on.
+
+    A candidate without any score counts as worse (``UNSCORED``): otherwise an unevaluated artifact
+    would pass the check that an evaluated one can fail."""
     ours, theirs = _evaluations(candidate), _evaluations(active)
     shared = sorted(key for key in ours.keys() & theirs.keys()
                     if isinstance(ours[key], dict) and isinstance(theirs[key], dict))
@@ -89,6 +108,8 @@ def compare_versions(candidate: ModelVersion, active: ModelVersion) -> Compariso
                 worse.append(f"{metric} on {key}: {mine:.3f} {sign} active {reference:.3f}")
         if compared:
             sets[key] = {"metrics": compared, "n": {"candidate": ours[key].get("n"), "active": theirs[key].get("n")}}
+    if not has_scores(candidate):
+        worse.append(UNSCORED)
     detail = {
         "candidate": candidate.label,
         "active": active.label,
@@ -101,7 +122,7 @@ def compare_versions(candidate: ModelVersion, active: ModelVersion) -> Compariso
 
 
 def model_version_promote(*, version: ModelVersion, actor=None, ip: str | None = None, reason: str = "",
-                          force: bool = False) -> ModelVersion:
+                          force: bool = False, actor_name: str = "") -> ModelVersion:
     """Make ``version`` the active one of its role; the previous active one is retired. Audited.
 
     Refused (``PromotionRefused``, audited as ``model.promote_refused``) when ``version`` scores worse
@@ -120,7 +141,8 @@ def model_version_promote(*, version: ModelVersion, actor=None, ip: str | None =
         if comparison is not None and comparison.worse and not force:
             # Decided before any write, so this block commits only the refusal's audit event.
             audit_record(
-                action="model.promote_refused", actor=actor, ip=ip, object_type="registry.modelversion",
+                action="model.promote_refused", actor=actor, actor_name=actor_name, ip=ip,
+                object_type="registry.modelversion",
                 object_id=version.pk, model_version=version.label,
                 detail={"role": version.role, "active": previous[0].label, "reason": reason,
                         "comparison": comparison.detail},
@@ -133,7 +155,8 @@ def model_version_promote(*, version: ModelVersion, actor=None, ip: str | None =
             version.promoted_at = timezone.now()
             version.save(update_fields=["status", "promoted_at"])
             audit_record(
-                action="model.promote", actor=actor, ip=ip, object_type="registry.modelversion", object_id=version.pk,
+                action="model.promote", actor=actor, actor_name=actor_name, ip=ip, object_type="registry.modelversion",
+                object_id=version.pk,
                 model_version=version.label,
                 detail={"role": version.role, "previous": [p.label for p in previous], "reason": reason,
                         "forced": bool(force), "comparison": comparison.detail if comparison else None},
@@ -145,7 +168,8 @@ def model_version_promote(*, version: ModelVersion, actor=None, ip: str | None =
 
 
 @transaction.atomic
-def model_version_rollback(*, role: str, actor=None, ip: str | None = None, reason: str = "") -> ModelVersion:
+def model_version_rollback(*, role: str, actor=None, ip: str | None = None, reason: str = "",
+                           actor_name: str = "") -> ModelVersion:
     """Make the previously active version of ``role`` active again; the current one is retired. Audited.
 
     No metrics check: the version was active before. "Previously active" is the retired version of the
@@ -169,7 +193,8 @@ def model_version_rollback(*, role: str, actor=None, ip: str | None = None, reas
     target.promoted_at = timezone.now()
     target.save(update_fields=["status", "promoted_at"])
     audit_record(
-        action="model.rollback", actor=actor, ip=ip, object_type="registry.modelversion", object_id=target.pk,
+        action="model.rollback", actor=actor, actor_name=actor_name, ip=ip, object_type="registry.modelversion",
+        object_id=target.pk,
         model_version=target.label,
         detail={"role": role, "from": current.label if current else None, "to": target.label, "reason": reason},
     )

@@ -36,9 +36,9 @@ def sample_file(directory: Path, kind: str, identifier: str) -> Path:
 
 # --- /metrics -------------------------------------------------------------------------------------
 
-def test_metrics_expose_django_http_metrics_next_to_medassist_ones(client, db):
+def test_metrics_expose_django_http_metrics_next_to_medassist_ones(client, admin_client, db):
     assert client.get("/health/").status_code == 200
-    response = client.get("/metrics")
+    response = admin_client.get("/metrics")  # staff only (issue 13)
     assert response.status_code == 200
     text = response.content.decode()
     assert 'django_http_requests_total_by_view_transport_method_total{method="GET",transport="http",view="health"}' \

@@ -38,7 +38,8 @@ def active(db):
 
 @pytest.fixture
 def staff(make_user, client_for):
-    return client_for(make_user("root", staff=True))
+    """A user allowed to promote (the permission through a group; no staff flag needed)."""
+    return client_for(make_user("root", perms=("registry.promote_modelversion",)))
 
 
 def statuses(*versions) -> tuple:
@@ -167,10 +168,11 @@ def test_bad_promote_bodies_are_400_with_field_errors(staff, active, body, field
     assert statuses(active, worse) == ("active", "candidate")
 
 
-def test_promote_and_rollback_are_staff_only(api, active):
+def test_promote_and_rollback_need_the_promote_permission_not_staff(api, active, make_user, client_for):
     better = version("better", metrics=scores(accuracy=0.7))
-    assert promote(api, better, reason="x").status_code == 403
-    assert api.post("/api/v1/models/rollback/", {"role": "generator"}, format="json").status_code == 403
+    for client in (api, client_for(make_user("root", staff=True))):  # staff status alone is not enough
+        assert promote(client, better, reason="x").status_code == 403
+        assert client.post("/api/v1/models/rollback/", {"role": "generator"}, format="json").status_code == 403
     assert statuses(active, better) == ("active", "candidate")
 
 

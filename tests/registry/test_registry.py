@@ -11,7 +11,7 @@ def test_first_version_of_a_role_becomes_active_and_promotion_retires_it(alice):
     first = model_version_register(role="generator", name="smollm2-135m", format="torch-fp32")
     second = model_version_register(role="generator", name="smollm2-135m", format="torch-int8")
     assert (first.status, second.status) == ("active", "candidate")
-    model_version_promote(version=second, actor=alice, reason="smaller and as accurate")
+    model_version_promote(version=second, actor=alice, force=True, reason="smaller and as accurate")
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, second.status) == ("retired", "active")
