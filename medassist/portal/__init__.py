@@ -1,0 +1,1 @@
+"""The research portal: server-rendered pages for researchers over the same services as the API."""
