@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -94,6 +95,7 @@ class FinetuneConfig:
     checkpoint_every: int = 25  # optimizer steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2
     # Resume from this run directory (its latest checkpoint) or checkpoint directory; "" = fresh start.
+    # Only a run directory under MEDASSIST_MODEL_DIR/finetuned/<name>/run (or a checkpoint in it) is accepted.
     resume_from: str = ""
 
     # --- differential privacy (Opacus DP-SGD) -------------------------------------------------------
@@ -182,3 +184,16 @@ def _read_field_docs() -> dict[str, str]:
 
 
 _FIELD_DOCS = _read_field_docs()
+
+
+def confined_resume_dir(resume_from: str, model_dir) -> Path:
+    """``resume_from`` resolved, if it is a fine-tuning run directory (``<model_dir>/finetuned/<name>/run``)
+    or a checkpoint inside one; else ``ConfigError``. Resolved first (``..``, symlinks), so a recipe can
+    never make the trainer read a file elsewhere on the server."""
+    root = (Path(model_dir) / "finetuned").resolve()
+    path = Path(resume_from).resolve()
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else ()
+    if len(parts) < 2 or parts[1] != "run":
+        raise ConfigError("resume_from", f"must be the run directory of an earlier fine-tuning run ({root}/<name>/run) "
+                                         "or a checkpoint inside it")
+    return path

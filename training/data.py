@@ -233,9 +233,11 @@ def _read_jsonl(path: Path) -> list[Record]:
 
 def _read_corpus() -> list[Record]:
     from medassist.knowledge.models import Document
+    from medassist.knowledge.visibility import shared_q
 
     records = []
-    for doc in Document.objects.order_by("pk").iterator():
+    # Shared documents only (issue 13): a model every user is served must not learn a user's private ones.
+    for doc in Document.objects.filter(shared_q()).order_by("pk").iterator():
         if not doc.abstract.strip():
             continue
         text, conclusion = _split_flat_text(doc.abstract)

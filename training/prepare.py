@@ -29,6 +29,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from medassist.audit.services import os_actor
 from medassist.registry.models import ModelVersion
 from medassist.registry.services import model_version_promote
 from workers.runtime.store import directory_checksum
@@ -246,6 +247,7 @@ def prepare_all(*, model_dir: Path | None = None, roles=DEFAULT_ROLES, onnx: boo
         chosen = next((v for v in registered if v.role == role and v.format == fmt), None)
         chosen = chosen or next((v for v in registered if v.role == role), None)
         if chosen is not None:
-            model_version_promote(version=chosen, reason="default version set by models_prepare")
+            # Run from the command line (models_prepare): the OS user is the audited actor (issue 13).
+            model_version_promote(version=chosen, reason="default version set by models_prepare", actor_name=os_actor())
             progress(f"active {chosen.label}")
     return registered

@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from django.conf import settings
 from medassist.registry.models import ModelVersion
 
 from . import data as training_data
-from .config import FinetuneConfig
+from .config import FinetuneConfig, confined_resume_dir
 from .trainer import PROGRESS_FILE, STOP_FILE
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,8 @@ def finetune(config: FinetuneConfig, *, name: str | None = None, progress: Calla
     root = Path(model_dir or settings.MEDASSIST_MODEL_DIR) / "finetuned" / name
     run_dir = root / "run"
     resuming = bool(config.resume_from)
+    if resuming:  # confined to the fine-tuning runs' directories (and resolved once, here)
+        config = replace(config, resume_from=str(confined_resume_dir(config.resume_from, root.parent.parent)))
     if root.exists() and not resuming:
         raise FileExistsError(f"a run named {name} already exists at {root}")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -213,7 +213,7 @@ def train_loop(loop_config: dict) -> dict:
     torch.manual_seed(config.seed + rank)
     precision = resolve_precision(config)
 
-    examples = torch.load(loop_config["data_path"], weights_only=False)
+    examples = torch.load(loop_config["data_path"], weights_only=True)  # plain lists/dicts: no pickled code
     shard = examples[rank::world]  # each rank its own slice; the same number of steps everywhere
     peft_model = load_lora_model(loop_config["base_dir"], config)
     module = AssistantTokenLoss(peft_model)
@@ -248,7 +248,7 @@ def train_loop(loop_config: dict) -> dict:
         checkpoint = latest_checkpoint(config.resume_from)
         if checkpoint is None:
             raise FileNotFoundError(f"resume_from: no checkpoint under {config.resume_from}")
-        state = torch.load(checkpoint / "state.pt", weights_only=False)
+        state = torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
         if state["total_steps"] != total_steps:
             raise ValueError(f"resume_from: the checkpoint was made for {state['total_steps']} steps, this run has "
                              f"{total_steps} (the data or the recipe changed)")

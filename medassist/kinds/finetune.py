@@ -1,4 +1,4 @@
-"""The ``finetune`` kind (staff only, ``training`` queue): one LoRA fine-tuning run -> candidate versions.
+"""The ``finetune`` kind (``jobs.run_finetune`` permission, ``training`` queue): one LoRA fine-tuning run -> candidate versions.
 
 A job has exactly one item, the data: ``{"sources": ["pubmedqa", ...], "name": optional run name}``;
 its params are the recipe (``training.config.FinetuneConfig``; anything left out takes the
@@ -6,7 +6,7 @@ measured default). The handler runs ``training.run.finetune``: live progress (st
 tokens/s, epsilon under DP) goes into the job's ``status_detail``; cancelling the job stops the
 run at the next step and deletes its artifacts; a failed run registers nothing and its item says
 why. The result names the candidate versions and their metrics; promoting one is a separate,
-audited staff action (``POST /api/v1/models/<id>/promote/`` or Django admin).
+audited action of a user with ``registry.promote_modelversion`` (``POST /api/v1/models/<id>/promote/`` or Django admin).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training.config import ConfigError, FinetuneConfig
+from training.config import ConfigError, FinetuneConfig, confined_resume_dir
 
 from . import ItemFailure, Kind, register
 
@@ -44,7 +44,33 @@ def _params_schema() -> dict:
     defaults = FinetuneConfig()
     properties = {f.name: _field_schema(f, getattr(defaults, f.name)) for f in dataclasses.fields(FinetuneConfig)
                   if f.name != "sources"}  # the sources are the job's item
+    # federated (issue 15): the same recipe trained across centres with Flower; see training.federated.
+    properties["mode"] = {"type": "string", "enum": ["centralised", "federated"], "default": "centralised",
+                          "description": "centralised (one Ray Train run) or federated (Flower: centres train locally, "
+                                         "only adapter weights travel)"}
+    properties["federated"] = _federated_schema()
     return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def _federated_schema() -> dict:
+    from training.federated.config import FederatedConfig
+
+    types = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    defaults = FederatedConfig()
+    return {"type": "object", "additionalProperties": False, "description": "with mode federated: centres, rounds, "
+            "local steps, strategy, min_centres, central DP (training.federated.config)",
+            "properties": {f.name: {"type": types[type(getattr(defaults, f.name))], "default": getattr(defaults, f.name)}
+                           for f in dataclasses.fields(FederatedConfig)}}
+
+
+def _split_mode(params: dict) -> tuple[dict, dict | None]:
+    """(the recipe's own params, the federated settings or None for a centralised run)."""
+    params = dict(params)
+    mode = params.pop("mode", "centralised")
+    federated = params.pop("federated", None)
+    if mode != "federated" and federated is not None:
+        raise ConfigError("federated", 'only with mode "federated"')
+    return params, (federated or {}) if mode == "federated" else None
 
 
 ITEM_SCHEMA = {
@@ -97,7 +123,17 @@ def run(batch: list[dict], params: dict, runtime, *, context=None) -> list:
     results = []
     for item in batch:
         try:
-            config = FinetuneConfig.from_dict({**params, "sources": item["sources"]})
+            recipe, federated = _split_mode(params)
+            config = FinetuneConfig.from_dict({**recipe, "sources": item["sources"]})
+            if federated is not None:
+                from training.federated.config import FederatedConfig
+                from training.federated.run import federated_finetune
+
+                results.append(federated_finetune(config, FederatedConfig.from_dict(federated), name=item.get("name"),
+                                                  progress=context.report if context else None,
+                                                  should_stop=context.cancelled if context else None,
+                                                  time_limit_s=settings.MEDASSIST_TRAINING_TIME_LIMIT))
+                continue
             result = finetune(config, name=item.get("name"),
                               progress=context.report if context else None,
                               should_stop=context.cancelled if context else None,
@@ -114,7 +150,16 @@ def run(batch: list[dict], params: dict, runtime, *, context=None) -> list:
 
 def check_params(params: dict) -> list[tuple[str, str]]:
     try:
-        FinetuneConfig.from_dict({**params, "sources": ["pubmedqa"]})
+        recipe, federated = _split_mode(params)
+        config = FinetuneConfig.from_dict({**recipe, "sources": ["pubmedqa"]})
+        if federated is not None:
+            from training.federated.config import FederatedConfig
+
+            FederatedConfig.from_dict(federated)
+            if config.resume_from:
+                raise ConfigError("resume_from", "a federated run does not resume: leave it empty")
+        if config.resume_from:  # refused at submission too, not only when the run starts
+            confined_resume_dir(config.resume_from, settings.MEDASSIST_MODEL_DIR)
     except ConfigError as exc:
         return [(exc.field, exc.message)]
     return []
@@ -122,14 +167,14 @@ def check_params(params: dict) -> list[tuple[str, str]]:
 
 KIND = register(Kind(
     name="finetune",
-    description="LoRA fine-tuning of the generator on Ray (staff only) -> candidate model versions with metrics.",
+    description="LoRA fine-tuning of the generator on Ray (run_finetune permission) -> candidate model versions with metrics.",
     queue="training",
     item_schema=ITEM_SCHEMA,
     params_schema=_params_schema(),
     result_schema=RESULT_SCHEMA,
     run=run,
     text_field=None,
-    staff_only=True,
+    permission="jobs.run_finetune",
     max_items=1,
     time_limit=settings.MEDASSIST_TRAINING_TIME_LIMIT,
     wants_context=True,

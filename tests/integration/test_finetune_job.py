@@ -19,7 +19,7 @@ SMALL = {"max_train_examples": 8, "max_eval_examples": 4, "batch_size": 2, "grad
 
 @pytest.fixture
 def staff_user(make_user):
-    return make_user("trainer", staff=True)
+    return make_user("trainer", perms=("jobs.run_finetune", "registry.promote_modelversion"))
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_cancelling_a_running_finetune_job_stops_training_and_cleans_up(start_wo
     assert trainer.process.poll() is None  # the worker lives on for the next run
 
 
-def test_finetune_is_staff_only_and_bad_recipes_are_field_errors(api, staff_user, client_for, db):
+def test_finetune_needs_its_permission_and_bad_recipes_are_field_errors(api, staff_user, client_for, db):
     response = api.post("/api/v1/jobs/", {"kind": "finetune", "items": [{"sources": ["pubmedqa"]}]}, format="json")
     assert response.status_code == 400 and "finetune" not in response.json()["errors"]["kind"][0].split("available")[1]
     staff = client_for(staff_user)
