@@ -45,7 +45,9 @@ def services() -> dict:
 
 
 # Compose interpolation: $$ is a literal $, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err},
-# ${VAR:+alt} and bare $VAR. Resolved against an empty environment, so defaults are what is checked.
+# ${VAR:+alt} and bare $VAR. Resolved against an empty environment, so defaults are what is checked;
+# a required ${VAR:?err} (a secret, issue 13) stands for a value the operator's .env sets.
+REQUIRED_SAMPLE = {"FLOWER_BASIC_AUTH": "operator:from-dot-env"}
 _INTERPOLATION = re.compile(
     r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)"
 )
@@ -59,7 +61,7 @@ def interpolate(value) -> str:
         if op in (":-", "-"):
             return arg
         if op in (":?", "?"):
-            raise AssertionError(f"{match.group(0)} requires a variable to be set")
+            return REQUIRED_SAMPLE.get(match.group(1), f"from-dot-env-{match.group(1).lower()}")
         return ""  # unset variable, or ${VAR:+alt} with VAR unset
 
     return _INTERPOLATION.sub(substitute, str(value))
@@ -199,6 +201,41 @@ def test_infra_healthchecks():
     assert "redis-cli" in redis_check and "ping" in redis_check
 
 
+# --- secrets (issue 13, deployment defaults) --------------------------------------------------------
+
+SECRET_VARIABLE = re.compile(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|BASIC_AUTH|REDIS_PASSWORD)[A-Z_]*)(:?[-?+])?([^}]*)\}")
+
+
+def test_no_secret_has_a_default_value():
+    """Every password, secret key and basic-auth credential must come from .env: ${VAR:?...}, never ${VAR:-x}."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    found = SECRET_VARIABLE.findall(text)
+    assert {name for name, _, _ in found} >= {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "DJANGO_SECRET_KEY",
+                                              "FLOWER_BASIC_AUTH"}
+    for name, op, _ in found:
+        assert op == ":?", f"${{{name}}} must be required (${{{name}:?...}}), not defaulted"
+    assert "insecure" not in text.lower()
+
+
+def test_redis_requires_a_password_that_every_client_uses():
+    redis = services()["redis"]
+    args = argv(redis["command"])
+    assert args[args.index("--requirepass") + 1] == "from-dot-env-redis_password"
+    assert environment(redis)["REDISCLI_AUTH"] == "from-dot-env-redis_password"  # the healthcheck's redis-cli
+    for key in ("CELERY_BROKER_URL", "CACHE_URL"):
+        assert urlsplit(environment(compose()["x-app"])[key]).password == "from-dot-env-redis_password", key
+
+
+def test_env_example_names_every_required_variable():
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    names = {line.split("=", 1)[0].strip() for line in example.splitlines() if "=" in line and not line.startswith("#")}
+    required = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", "\n".join(walk_strings(compose()))))
+    assert required and required <= names, f".env.example lacks {sorted(required - names)}"
+    for line in example.splitlines():
+        if "=" in line and not line.startswith("#"):
+            assert line.split("=", 1)[1].strip() == "", f"{line!r}: .env.example holds no values, only names"
+
+
 def test_redis_uses_append_only_persistence():
     redis = services()["redis"]
     args = argv(redis["command"])
@@ -269,7 +306,9 @@ def test_setup_is_one_shot_and_runs_what_the_quickstart_runs():
     steps = [shlex.split(step) for step in args[2].split("&&")]
     assert steps == [["python", "manage.py", "migrate", "--noinput"],
                      ["python", "manage.py", "models_prepare"],
-                     ["python", "manage.py", "knowledge_import", "all"]]
+                     ["python", "manage.py", "knowledge_import", "all"],
+                     # issue 13 (audit): the app's plain database role, granted after every migrate
+                     ["python", "manage.py", "audit_db_role", "medassist_app", "--create"]]
     assert depends_on(setup)["postgres"]["condition"] == "service_healthy"
     assert "ports" not in setup
 
@@ -309,7 +348,7 @@ def test_flower_monitors_the_broker_behind_basic_auth():
     assert env["CELERY_BROKER_URL"] == environment(compose()["x-app"])["CELERY_BROKER_URL"]
     user, _, password = env["FLOWER_BASIC_AUTH"].partition(":")
     assert user and password, "FLOWER_BASIC_AUTH must be user:password"
-    assert "${FLOWER_BASIC_AUTH" in flower["environment"]["FLOWER_BASIC_AUTH"], "credentials come from the env"
+    assert "${FLOWER_BASIC_AUTH:?" in flower["environment"]["FLOWER_BASIC_AUTH"], "credentials come from .env only"
     assert [interpolate(p) for p in flower["ports"]] == ["127.0.0.1:5555:5555"]
     assert "/healthcheck" in healthcheck_text(flower)  # answers without credentials
     assert depends_on(flower)["redis"]["condition"] == "service_healthy"
@@ -363,6 +402,7 @@ def test_ray_head():
     args = argv(ray["command"])
     assert args[:3] == ["ray", "start", "--head"]
     assert "--ray-client-server-port=10001" in args and "--block" in args
+    assert "--dashboard-host=127.0.0.1" in args  # issue 13: the dashboard never listens beyond loopback
     assert ray.get("shm_size")
     assert "ray status" in healthcheck_text(ray)
 
@@ -389,7 +429,7 @@ def test_environment_points_only_at_compose_services():
 
 def test_no_external_urls_anywhere():
     known = set(services()) | LOOPBACK
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    text = interpolate(COMPOSE_FILE.read_text(encoding="utf-8"))  # credentials in URLs are ${VAR:?...}
     for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",)]+", text):
         assert urlsplit(url).hostname in known, f"compose.yaml mentions outside URL {url}"
     for arg, value in (compose()["x-app"]["build"].get("args") or {}).items():

@@ -49,8 +49,9 @@ def _builtin_concepts_active(active: ModelVersion | None) -> ModelVersion:
         # was rolled back from has promoted_at set, so a rollback stays.
         new = version.promoted_at is None and version.status == ModelVersion.Status.CANDIDATE
         if new and active is not None and active.pk != version.pk and active.format == builtin["format"]:
-            version = model_version_promote(version=version, reason=f"the built-in concept extractor changed "
-                                                                    f"(was {active.label})")
+            # Dictionary versions carry no evaluation scores: the change is forced, with its reason, on purpose.
+            version = model_version_promote(version=version, force=True,
+                                            reason=f"the built-in concept extractor changed (was {active.label})")
     chosen = version if version.status == ModelVersion.Status.ACTIVE else active
     _builtin_concepts_seen = (builtin["name"], _identity(chosen))
     return chosen

@@ -52,7 +52,9 @@ class Kind:
     check_item: Callable[[dict], list[tuple[str, str]]] = lambda item: []
     # Checks of the params beyond the schema (e.g. one knob constrains another): (field, message) pairs.
     check_params: Callable[[dict], list[tuple[str, str]]] = lambda params: []
-    staff_only: bool = False
+    # The Django permission ("app_label.codename") a user needs to submit this kind, given through a
+    # group (e.g. "jobs.run_finetune"); None: every authenticated user. Staff status alone grants nothing.
+    permission: str | None = None
     max_items: int | None = None  # e.g. finetune: one item describes the whole run
     # Soft time limit (seconds) of one chunk of this kind, instead of MEDASSIST_CHUNK_SOFT_TIME_LIMIT:
     # a training run takes far longer than a chunk of abstracts.
@@ -60,6 +62,8 @@ class Kind:
     # The handler takes a ``context`` keyword (a ``medassist.jobs.services.JobContext``) to report
     # live progress into the job and to notice a cancellation while it runs.
     wants_context: bool = False
+    # Privacy (issue 13): the free-text item fields the ``redact`` param scrubs before storage (common/redaction.py).
+    redact_fields: tuple[str, ...] = ()
     load: Callable[[], None] = lambda: None  # warm the kind's resources once per worker process
     normalize_item: Callable[[Any], Any] = lambda raw: raw  # e.g. a bare string -> {"text": ...}
     item_validator: Draft202012Validator = field(init=False, repr=False, compare=False)
@@ -104,7 +108,8 @@ def get_kind(name: str) -> Kind | None:
 
 
 def available_kinds(*, user) -> list[str]:
-    return sorted(name for name, kind in KINDS.items() if not kind.staff_only or user.is_staff)
+    """The kinds ``user`` may submit: those without a permission, and those whose permission it holds."""
+    return sorted(name for name, kind in KINDS.items() if kind.permission is None or user.has_perm(kind.permission))
 
 
 # Each kind module registers itself on import.

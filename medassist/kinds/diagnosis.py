@@ -37,6 +37,7 @@ import threading
 
 from django.conf import settings
 
+from medassist.common.redaction import redact_param
 from medassist.knowledge import diagnosis_state
 from medassist.knowledge.diagnosis import ComponentWeights, default_weights
 from medassist.knowledge.prompts import diagnosis_explain_prompt
@@ -60,12 +61,13 @@ ITEM_SCHEMA = {
     "properties": {
         "symptoms": {"type": "string", "pattern": r"\S", "description": "free text, e.g. 'fever, headache, no rash'"},
         "findings": {"type": "array", "minItems": 1, "maxItems": 100,
-                     "items": {"anyOf": [{"type": "string", "pattern": r"\S"}, {"type": "object"}]},
+                     "items": {"anyOf": [{"type": "string", "pattern": r"\S", "maxLength": 200},
+                                         {"type": "object", "maxProperties": 10}]},
                      "description": "coded findings: names or ids ('MESH:D005334', or HPO 'HP:0001945' for the HPO "
                                     "component), or {concept_id, negated}"},
         "age": {"type": ["integer", "null"], "minimum": 0, "maximum": 130},
         "sex": {"type": ["string", "null"], "enum": ["female", "male", "f", "m", "F", "M", None]},
-        "id": {"type": ["string", "integer", "null"]},
+        "id": {"type": ["string", "integer", "null"], "maxLength": 200},
     },
 }
 
@@ -85,6 +87,7 @@ PARAMS_SCHEMA = {
                              "description": "HSDN ranker: weight of the findings-disease embedding cosine; > 0 "
                                             "needs an active embedder model version (0: off). Unused (and no "
                                             "embedder needed) once the Bayes ranker serves"},
+        "redact": redact_param(default=True),  # privacy (issue 13): patient notes are scrubbed by default
     },
 }
 
@@ -268,6 +271,7 @@ KIND = register(Kind(
     result_schema=RESULT_SCHEMA,
     run=run,
     text_field="symptoms",
+    redact_fields=("symptoms",),
     model_roles=(ModelVersion.Role.GENERATOR, ModelVersion.Role.EMBEDDER),
     roles_for=required_roles,
     main_roles=(ModelVersion.Role.EMBEDDER, ModelVersion.Role.GENERATOR),  # the ranking's model, then the rationale's

@@ -30,6 +30,7 @@ import math
 
 from django.conf import settings
 
+from medassist.common.redaction import redact_param
 from medassist.knowledge import concepts as concept_finder
 from medassist.knowledge import selectors
 from medassist.knowledge.prompts import (
@@ -53,12 +54,19 @@ ITEM_SCHEMA = {
     "required": ["text"],
     "properties": {
         "text": {"type": "string", "pattern": r"\S", "description": "the abstract (plain text)"},
-        "title": {"type": ["string", "null"]},
-        "pmid": {"type": ["string", "integer", "null"]},
-        "id": {"type": ["string", "integer", "null"], "description": "your own identifier, echoed in results"},
+        # Bounds (issue 13): every field has one; medassist.jobs.services also bounds any string, list,
+        # nesting level and extra key of an item.
+        "title": {"type": ["string", "null"], "maxLength": 2000},
+        "pmid": {"type": ["string", "integer", "null"], "maxLength": 40},
+        "id": {"type": ["string", "integer", "null"], "maxLength": 200,
+               "description": "your own identifier, echoed in results"},
         "year": {"type": ["integer", "null"]},
-        "sections": {"type": "array", "items": {"type": "object"}},
-        "mesh": {"type": "array", "items": {"type": "object"}},
+        "sections": {"type": "array", "maxItems": 50, "items": {"type": "object", "maxProperties": 10, "properties": {
+            "label": {"type": ["string", "null"], "maxLength": 200},
+            "category": {"type": ["string", "null"], "maxLength": 100}}}},
+        "mesh": {"type": "array", "maxItems": 200, "items": {"type": "object", "maxProperties": 10, "properties": {
+            "ui": {"type": ["string", "null"], "maxLength": 40},
+            "name": {"type": ["string", "null"], "maxLength": 500}}}},
         "question": {"type": ["string", "null"], "maxLength": 500,
                      "description": "a yes/no/maybe question about this abstract (overrides params.question)"},
     },
@@ -87,6 +95,12 @@ PARAMS_SCHEMA = {
                           "description": "store each abstract in the knowledge corpus (a document with its concept "
                                          "links, counted in the co-occurrence graph that hypothesis jobs use); "
                                          "a PMID already there is not added or counted again"},
+        # Access control (issue 13, shared corpus): who sees the documents add_to_corpus stores.
+        "corpus_visibility": {"enum": ["private", "shared"], "default": "private",
+                              "description": "with add_to_corpus: private (only you see the documents in any "
+                                             "job's results) or shared (every user; needs the "
+                                             "knowledge.share_document permission)"},
+        "redact": redact_param(default=False),  # privacy (issue 13)
     },
 }
 
@@ -227,7 +241,7 @@ def run(batch: list[dict], params: dict, runtime) -> list[dict]:
                 runtime, generator, [results[i] for i in chosen])
 
     if params["add_to_corpus"]:
-        _add_to_corpus(batch, extracted, resolver, results)
+        _add_to_corpus(batch, extracted, resolver, results, params.get("corpus_visibility", "private"))
     return results
 
 
@@ -320,9 +334,11 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
                                     rationale_model_version=runtime.version_label(ModelVersion.Role.GENERATOR))
 
 
-def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list) -> None:
-    """Store the chunk's abstracts in the corpus (one transaction); an item the corpus cannot take
-    fails alone, with the reason."""
+def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, results: list,
+                   visibility: str = "private") -> None:
+    """Store the chunk's abstracts in the corpus (one transaction), owned by the job's owner (the current
+    reader, ``knowledge.visibility``) with the job's visibility; an item the corpus cannot take fails
+    alone, with the reason."""
     storable = []
     for index, item in enumerate(batch):
         if problem := corpus_document_error(item):
@@ -332,7 +348,7 @@ def _add_to_corpus(batch: list[dict], extracted: list[list[dict]], resolver, res
     if not storable:
         return
     added = corpus_add_documents(items=[batch[i] for i in storable], concepts_per_item=[extracted[i] for i in storable],
-                                 resolver=resolver)
+                                 resolver=resolver, visibility=visibility)
     for index, document in zip(storable, added.documents, strict=True):
         results[index]["corpus"] = document
 
@@ -357,5 +373,6 @@ KIND = register(Kind(
     chunk_size_for=lambda params: (settings.MEDASSIST_MODEL_CHUNK_SIZE if params.get("generate_summary") or (
         params.get("question") and _answers_need_generator(params)) else None),
     load=concept_finder.load,
+    redact_fields=("text", "title", "question"),
     normalize_item=_normalize,
 ))

@@ -166,7 +166,7 @@ def test_runtime_notices_a_promotion_with_one_query(db, tiny_models, tiny_model_
         runtime.refresh(["generator"])
     other, _ = register_variant(role="generator", name="tiny-llama-b", format="torch-fp32",
                                 artifact=tiny_model_dirs["llama_b"], config={})
-    model_version_promote(version=other)
+    model_version_promote(version=other, force=True, reason="test: unscored tiny model")
     runtime.refresh(["generator"])
     assert runtime.version_label("generator") == other.label and runtime.engine("generator") is not first
 
@@ -180,7 +180,7 @@ def test_a_corrupt_artifact_fails_the_items_with_a_clear_error(alice, tiny_model
     broken = tmp_path / "broken-llama"
     shutil.copytree(tiny_models["generator"].artifact_path, broken)
     version, _ = register_variant(role="generator", name="broken", format="torch-fp32", artifact=broken, config={})
-    model_version_promote(version=version)
+    model_version_promote(version=version, force=True, reason="test: unscored tiny model")
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # changed after registration
     submission = job_validate(user=alice, kind_name="literature", items=["Aspirin and stroke."],
                               params={"question": "Does aspirin help?"})

@@ -52,7 +52,8 @@ class TorchCausalLM:
         if int8:
             model = quantize_int8(model, exclude=exclude)
             if int8_state is not None and int8_state.exists():
-                model.load_state_dict(torch.load(int8_state, weights_only=False))
+                # weights_only: a state dict is tensors; never unpickle arbitrary objects from an artifact.
+                model.load_state_dict(torch.load(int8_state, weights_only=True))
         self.model = model
 
     @torch.inference_mode()

@@ -40,7 +40,7 @@ class EngineSpec:
     role: str  # generator, embedder or answer_evidence
     format: str  # torch-fp32, torch-int8, onnx-fp32, onnx-int8, or the answer-evidence format
     artifact_path: str  # the version's directory
-    checksum: str = ""  # sha256 of the directory (``directory_checksum``); empty: not checked
+    checksum: str = ""  # sha256 of the directory (``directory_checksum``); empty: refused when loading
     config: dict = field(default_factory=dict)  # base_dir, int8 exclusions, ...
     label: str = ""  # how errors and results name it
 
@@ -66,13 +66,18 @@ def directory_checksum(path: Path) -> tuple[str, int]:
 
 
 def verify(version: Spec) -> None:
+    """Refuse a version whose files differ from its registered checksum, or that has none (a blank
+    checksum would otherwise skip the check and serve whatever lies at its path)."""
     if version.format == "dictionary":
         return
     try:
         checksum, _ = directory_checksum(Path(version.artifact_path))
     except OSError as exc:
         raise ArtifactError(f"{version.label}: artifact unreadable ({exc})") from exc
-    if version.checksum and checksum != version.checksum:
+    if not (version.checksum or "").strip():
+        raise ArtifactError(f"{version.label}: no registered checksum, so its files cannot be verified; "
+                            "register it with models_register or models_prepare")
+    if checksum != version.checksum:
         raise ArtifactError(f"{version.label}: artifact at {version.artifact_path} does not match its registered "
                             "checksum (changed or corrupt); re-run models_prepare or register it again")
 

@@ -70,7 +70,7 @@ class Command(BaseCommand):
         from io import StringIO
 
         out = StringIO()
-        call_command("create_api_user", "bench", "--staff", stdout=out)
+        call_command("create_api_user", "bench", "--group", "operators", stdout=out)
         headers = {"Authorization": f"Token {out.getvalue().strip()}"}
         from config.celery import app as celery_app
 

@@ -309,7 +309,7 @@ class Command(BaseCommand):
         from medassist.jobs.models import Job
 
         out = __import__("io").StringIO()
-        call_command("create_api_user", "bench", "--staff", stdout=out)
+        call_command("create_api_user", "bench", "--group", "operators", stdout=out)
         headers = {"Authorization": f"Token {out.getvalue().strip()}"}
         records = pubmedqa(n)
         items = [{"text": r["context"]} for r in records]

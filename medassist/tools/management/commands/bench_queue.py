@@ -7,7 +7,7 @@
    in-process on the same items (the baseline). Also the literature kind through the queue.
 
 Run it against the deployment's own services (``DATABASE_URL``/``CELERY_BROKER_URL``); it creates
-a ``bench`` staff user and deletes its jobs afterwards (audit events stay, as they must). Progress
+a ``bench`` user (group ``operators``) and deletes its jobs afterwards (audit events stay, as they must). Progress
 bars (items done) go to stderr when it is a terminal (``--no-progress``: never).
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Command(BaseCommand):
         from io import StringIO
 
         out = StringIO()
-        call_command("create_api_user", "bench", "--staff", stdout=out)
+        call_command("create_api_user", "bench", "--group", "operators", stdout=out)
         headers = {"Authorization": f"Token {out.getvalue().strip()}"}
         abstracts, source = load_abstracts(max(accept_items, items))
         port = free_port()

@@ -8,11 +8,13 @@ follows its progress, exports the results and prints a summary. With no ``DATABA
 from __future__ import annotations
 
 import collections
+import secrets
 import time
 from pathlib import Path
 
 import requests
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand, call_command
 
 from medassist.common.processes import free_port, start_web, start_worker
@@ -38,6 +40,13 @@ class Command(BaseCommand):
         out = StringIO()
         call_command("create_api_user", user, stdout=out)
         token = out.getvalue().strip()
+        # The portal (issue 14): a fresh password for the demo user on every run, printed at the end, and the
+        # portal's CSS/JS collected for whitenoise (DEBUG off serves only collected static files).
+        password = secrets.token_urlsafe(12)
+        demo_user = get_user_model().objects.get(username=user)
+        demo_user.set_password(password)
+        demo_user.save(update_fields=["password"])
+        call_command("collectstatic", interactive=False, verbosity=0)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         var = Path(settings.VAR_DIR)
@@ -52,6 +61,11 @@ class Command(BaseCommand):
         finally:
             for process in processes:
                 process.stop()
+        self.stdout.write(
+            "research portal: start a web server and a worker, then sign in with the browser:\n"
+            "  .venv/bin/python manage.py runserver 8000 &\n"
+            "  .venv/bin/celery -A config worker -Q interactive,batch -c 2 &\n"
+            f"  open http://127.0.0.1:8000/portal/   user: {user}   password: {password}\n")
 
     def _wait_http(self, base: str, deadline: float) -> None:
         while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--promote", action="store_true", help="make it the active generator at once")
 
     def handle(self, *args, path: Path, name, promote, **options):
+        from medassist.audit.services import os_actor
         from medassist.registry.services import PromotionRefused, model_version_promote
         from training.prepare import register_variant
 
@@ -51,7 +52,9 @@ class Command(BaseCommand):
                     "architectures": architectures})
         if promote:
             try:
-                version = model_version_promote(version=version, reason="models_register --promote")
+                # Audited with the operating-system user as actor (issue 13).
+                version = model_version_promote(version=version, reason="models_register --promote",
+                                                actor_name=os_actor())
             except PromotionRefused as exc:
                 raise CommandError(f"not promoted: {exc} (use Django admin or the API to force it with a reason)") from exc
         self.stdout.write(f"{'registered' if created else 'already registered'} {version.label} "
