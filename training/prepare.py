@@ -142,21 +142,55 @@ def pubmedqa_path() -> Path:
     return shared_path("pubmedqa")
 
 
+def answer_evidence_examples(records) -> dict:
+    """Training examples for the answer-evidence model, read the way the literature kind serves them
+    (``knowledge.summarize.evidence_input``): each labelled record twice, as submitted with its conclusion and
+    without it (PubMedQA's reasoning-required setting), so one model serves both kinds of abstract."""
+    from medassist.knowledge.summarize import evidence_input
+
+    out: dict = {"conclusions": [], "contexts": [], "questions": [], "labels": [], "ids": []}
+    for record in records:
+        if not record.label:
+            continue
+        with_conclusion = f"{record.text}\n{record.conclusion}" if record.text else record.conclusion
+        for text in dict.fromkeys(t for t in (with_conclusion, record.text) if t and t.strip()):
+            read = evidence_input(text)
+            out["conclusions"].append(read["conclusion"])
+            out["contexts"].append(read["context"])
+            out["questions"].append(record.question or "")
+            out["labels"].append(record.label)
+            out["ids"].append(record.id)
+    return out
+
+
+def train_answer_evidence(records) -> dict:
+    """The answer-evidence artifact trained on ``records`` (see ``answer_evidence_examples``)."""
+    from workers.runtime import answer_evidence
+
+    ex = answer_evidence_examples(records)
+    return answer_evidence.train(ex["conclusions"], ex["labels"], questions=ex["questions"], contexts=ex["contexts"])
+
+
 def build_answer_evidence(out: Path, source: Path) -> None:
     """Train the answer-evidence model on every PubMedQA question; its metrics are the 5-fold CV
-    accuracy on the fine-tuning folds (``training.data.pubmedqa_folds``), kept in ``metrics.json``."""
+    accuracy on the fine-tuning folds (``training.data.pubmedqa_folds``, both views of a question in the
+    same fold), kept in ``metrics.json``."""
     from training.data import pubmedqa_folds, read_records
     from workers.runtime import answer_evidence
 
-    records = [r for r in read_records(source) if r.label and r.conclusion]
-    conclusions, labels = [r.conclusion for r in records], [r.label for r in records]
-    position = {r.id: i for i, r in enumerate(records)}
-    folds = [[position[record_id] for record_id in fold] for fold in pubmedqa_folds(records)]
-    accuracies = answer_evidence.cross_validate(conclusions, labels, folds)
+    records = [r for r in read_records(source) if r.label and r.question]
+    ex = answer_evidence_examples(records)
+    rows: dict[str, list[int]] = {}
+    for i, record_id in enumerate(ex["ids"]):
+        rows.setdefault(record_id, []).append(i)
+    folds = [[i for record_id in fold for i in rows[record_id]] for fold in pubmedqa_folds(records)]
+    accuracies = answer_evidence.cross_validate(ex["conclusions"], ex["labels"], folds, questions=ex["questions"],
+                                                contexts=ex["contexts"])
+    labels = [r.label for r in records]
     majority = max(labels.count(label) for label in set(labels)) / len(labels)
-    answer_evidence.save(answer_evidence.train(conclusions, labels), out)
+    answer_evidence.save(train_answer_evidence(records), out)
     (out / "metrics.json").write_text(json.dumps({
-        "evaluations": {"pubmedqa-pqal 5-fold cv (conclusion)": {
+        "evaluations": {"pubmedqa-pqal 5-fold cv (with and without conclusion)": {
             "accuracy": round(sum(accuracies) / len(accuracies), 4), "n": len(labels)}},
         "fold_accuracy": [round(a, 4) for a in accuracies], "majority_class_accuracy": round(majority, 4)}))
 

@@ -43,7 +43,7 @@ from medassist.knowledge.prompts import (
     summary_prompt,
 )
 from medassist.knowledge.services import corpus_add_documents, corpus_document_error
-from medassist.knowledge.summarize import conclusion_sentences, extractive_summary
+from medassist.knowledge.summarize import evidence_input, extractive_summary
 from medassist.registry.models import ModelVersion
 
 from . import ItemFailure, Kind, register
@@ -291,9 +291,9 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
             concepts_of_question[question] = concept_finder.extract_concepts(
                 question, version=runtime.version_label(ModelVersion.Role.CONCEPTS))
         question_concepts = concepts_of_question[question]
-        spans, found_by = conclusion_sentences(item["text"])
-        conclusion = " ".join(item["text"][s:e] for s, e in spans)
-        reading = reader.predict(conclusion)
+        read = evidence_input(item["text"])
+        spans, found_by, conclusion = read["spans"], read["found_by"], read["conclusion"]
+        reading = reader.predict(conclusion, question=question, context=read["context"])
         coverage = _question_coverage(question_concepts, found)
         addresses = not question_concepts or bool(coverage["found"])
         probabilities = pool_label_probabilities(gen_p, reading["probabilities"], weight)
@@ -323,7 +323,8 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
             "evidence": used, "model_version": reader_label,
             "method": ((f"label likelihood of the generator (weight {weight:g}) pooled with the answer-evidence "
                         "model's reading of the conclusion (weight 1)" if pooled_in else
-                        "the answer-evidence model's reading of the conclusion") +
+                        "the answer-evidence model's reading of the conclusion, the results' significance cues and the "
+                        "question") +
                        "; \"maybe\" when the abstract mentions none of the question's concepts; never parsed "
                        "from generated text"),
         }

@@ -542,7 +542,7 @@ class DiagnosisRanker:
         negated: dict[int, Finding] = {}
         for f in resolved:
             j = self._symptom_index.get(f.concept_id) if f.concept_id else None
-            if j is None:
+            if j is None or f.context:  # unknown to the matrix, or family / past / hypothetical
                 continue  # not a symptom the matrix knows: cannot move the HSDN or corpus score
             if f.negated:
                 negated.setdefault(j, f)
@@ -673,7 +673,7 @@ def _weigh_and_normalise(matrix: sparse.csr_matrix, weighting: str) -> sparse.cs
 def _findings_text(findings: Sequence[Finding]) -> str:
     """What the embedding component encodes for a case: its present findings, named as the
     vocabulary names them (the text as written when the vocabulary does not know it)."""
-    names = [invert_mesh_name(f.name) if f.name else f.text.strip() for f in findings if not f.negated]
+    names = [invert_mesh_name(f.name) if f.name else f.text.strip() for f in findings if f.present]
     return ", ".join(dict.fromkeys(n for n in names if n))
 
 

@@ -15,7 +15,8 @@ Model (every number in a result can be re-derived from this)
       to a rare finding is worth more than a link to fever).
 
     Each source's evidence for d is a log likelihood ratio against its background, summed over the
-    findings the case states (unstated findings are not evidence either way)::
+    findings the case states (unstated findings, and those in a family, past or hypothetical context --
+    ``Finding.context`` -- are not evidence either way)::
 
         present f:  log(P_s(f|d) / P_s(f))          denied f:  log((1 - P_s(f|d)) / (1 - P_s(f)))
 
@@ -236,7 +237,7 @@ class BayesRanker:
         negated: dict[int, Finding] = {}
         for f in resolved:
             j = self._finding_index.get(f.concept_id) if f.concept_id else None
-            if j is None:
+            if j is None or f.context:  # family / past / hypothetical: not evidence about the patient now
                 continue
             (negated if f.negated else present).setdefault(j, f)
         for j, f in list(present.items()):  # a finding also counts as the findings it implies

@@ -59,6 +59,7 @@ __all__ = [
     "name_key",
     "build_association_set",
     "read_generic_associations",
+    "ddxplus_icd10",
 ]
 
 SOURCES = ("nhamcs", "hsdn", "dbpedia", "do", "ddxplus")
@@ -276,6 +277,7 @@ class DiseaseIndex:
         if known:
             return known
         label, icd10 = self._icd9.lookup(code)
+        icd10 = _identity_mappings(icd10)
         xrefs = {xref} | {f"ICD10CM:{c}" for c, _ in icd10}
         for n in range(len(code), 2, -1):
             if code[:n] in ICD9_TO_MESH and not code[:n].endswith("."):
@@ -294,6 +296,12 @@ class DiseaseIndex:
                 doids = self._xref_doids.get(f"ICD10CM:{c}") or set()
                 if doids:
                     break
+        if not doids and label:  # "Acute pericarditis, unspecified" -> Pericarditis, "Acute tonsillitis" -> Tonsillitis
+            target = self._by_name.get(_name_key(_BROAD_QUALIFIERS.sub(" ", _clean_disease_name(label))))
+            if target and target.startswith("MESH:"):
+                return self._register(target, label, xrefs | set(self._xref_doids.get(target, ())))
+            if target:
+                doids = {target}
         if not doids and "." in code:  # the 3-character category's DO entry
             doids = self._xref_doids.get(f"ICD9CM:{code.split('.')[0]}") or set()
         if doids:
@@ -303,6 +311,19 @@ class DiseaseIndex:
 
     def canonical(self, code: str) -> str | None:
         return self._by_xref.get(code) or (code if code in self.diseases else None)
+
+
+# Leading qualifiers an ICD-9 label adds to a disease MeSH names without them (tried after the full name).
+_BROAD_QUALIFIERS = re.compile(r"^\s*(?:(?:acute|chronic|subacute|other|unspecified)\s+)+", re.IGNORECASE)
+MAX_IDENTITY_MAPPINGS = 8  # an ICD-9 code the GEMs spread over more ICD-10 codes is a grab bag, not one disease
+
+
+def _identity_mappings(icd10: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The GEMs ICD-10-CM codes that name the same disease as an ICD-9-CM code: not the encounter variants
+    (7th character D "subsequent encounter", S "sequela"), and none when there are many (V58.89 "Other
+    specified aftercare" maps to ~1,800 injury codes; as xrefs they made aftercare "match" a rib fracture)."""
+    kept = [(c, d) for c, d in icd10 if not (len(c.replace(".", "")) == 7 and c[-1] in "DS")]
+    return kept if len(kept) <= MAX_IDENTITY_MAPPINGS else []
 
 
 class _Icd9Names:
@@ -407,7 +428,31 @@ CLINICAL_SYNONYMS: dict[str, str] = {
     "paroxysmal nocturnal dyspnea": "Dyspnea, Paroxysmal", "productive cough": "Cough", "sputum": "Excessive sputum",
     "suprapubic pain": "Pelvic Pain", "suprapubic tenderness": "Pelvic Pain", "flank pain": "Side pain",
     "calf pain": "Leg pain", "leg pain": "Leg pain", "skin redness": "Erythema", "redness": "Erythema",
-    "warmth": "Feeling hot", "palpitation": "Palpitations", "sob": "Dyspnea", "dyspnoea": "Dyspnea",
+    "warmth": "Feeling hot", "palpitation": "RFV:1260.0", "palpitations": "RFV:1260.0", "sob": "Dyspnea", "dyspnoea": "Dyspnea",
+    # how patients and history questions say it (DDXPlus questions of the development seeds showed the gaps);
+    # a target "RFV:<code>" is the reason for visit that code was merged into
+    "difficulty swallowing": "Difficulty in swallowing", "trouble swallowing": "Difficulty in swallowing",
+    "dysphagia": "Difficulty in swallowing", "hoarse": "Hoarseness", "hoarse voice": "Hoarseness",
+    "loss of voice": "Hoarseness", "sense of smell": "Olfaction Disorders", "loss of smell": "Olfaction Disorders",
+    "anosmia": "Olfaction Disorders", "runny nose": "rhinorrhea", "nasal discharge": "rhinorrhea",
+    "high pitched sound when breathing": "stridor", "stop breathing": "Apnea",
+    "irregular heartbeat": "RFV:1260.3", "beating irregularly": "RFV:1260.3", "beating very irregularly": "RFV:1260.3",
+    "irregular pulse": "RFV:1260.3", "racing heart": "RFV:1260.1", "heart racing": "RFV:1260.1",
+    "difficulty speaking": "Speech Disorders", "difficulty articulating words": "Speech Disorders",
+    "sore throat": "RFV:1455.1", "throat pain": "RFV:1455.2", "ear pain": "Earache", "nocturia": "RFV:1645.1",
+    "decrease in appetite": "Anorexia", "lost your appetite": "Anorexia", "swelling": "Edema", "swollen": "Edema",
+    "bruising": "Bruise", "pale stools": "acholic stool", "flushed": "Flushing",
+    "stool frequency": "Diarrhea", "frequent stools": "Diarrhea", "swollen lymph nodes": "RFV:1275.1",
+    "enlarged lymph nodes": "RFV:1275.1", "painful lymph nodes": "RFV:1275.1", "swollen glands": "RFV:1275.1",
+    "lymph nodes": "RFV:1275.1", "bloated": "RFV:1565.1", "bloating": "RFV:1565.1", "distended": "RFV:1565.1",
+    "melena": "RFV:1580.1", "black stools": "RFV:1580.1", "stools that were black": "RFV:1580.1",
+    "blood in stool": "RFV:1580.1", "blood in the stool": "RFV:1580.1", "blood in your stool": "RFV:1580.1",
+    "thrown up blood": "Hematemesis", "threw up blood": "Hematemesis", "pale skin": "RFV:1280.2",
+    "paler": "RFV:1280.2", "pallor": "RFV:1280.2", "loss of consciousness": "Syncope",
+    "lose consciousness": "Syncope", "lost consciousness": "Syncope", "gained weight": "Weight Gain",
+    "excessive tears": "RFV:1310.2", "watery eyes": "RFV:1310.2",
+    "worse when lying down": "Orthopnea", "paralysis on one side of the face": "Facial Paralysis",
+    "weakness on one side of the face": "Facial Paralysis",
 }
 
 # A finding that also counts as others (naive Bayes over both): what NHAMCS codes a reason as, or the
@@ -427,7 +472,8 @@ NEW_FINDINGS = ("Orthopnea",)  # named by IMPLIES/CLINICAL_SYNONYMS, in no sourc
 _RFV_NOISE = re.compile(r"\s*\((?:not referable|excludes|under)[^)]*\)?|\band related symptoms\b|\bsymptoms of\b|"
                         r"\bNEC\b|\bNOS\b|,\s*$", re.IGNORECASE)
 _GENERIC = {"pain", "itching", "bleeding", "swelling", "allergy", "infection", "discharge", "mass", "lump",
-            "burning", "stinging", "strain", "deviation", "other", "abnormal color", "injury", "redness", "soreness"}
+            "burning", "stinging", "strain", "deviation", "other", "abnormal color", "injury", "redness", "soreness",
+            "pressure", "tightness"}
 
 
 class FindingIndex:
@@ -473,18 +519,62 @@ class FindingIndex:
         return cid
 
     def add_rfv(self, code: str, label: str, parent_label: str | None) -> str:
+        """An NHAMCS reason for visit.  Only the symptom and disease modules (1xxx, 2xxx) name findings a
+        text can state; a body-site heading ("Symptoms of face, NEC" -> "face"), an injury-module site
+        (5110.0 "Back": a back injury) or a generic item ("Pain" under eye) keeps its own id, named with its
+        context and not read in free text.  A label's later comma parts are alternative names only when
+        they name a finding themselves ("Side pain, flank pain"), not when they qualify the first
+        ("Excessive urination, night"; "Cancer, breast")."""
         main = _RFV_NOISE.sub(" ", label)
         alternatives = [m.strip() for m in re.findall(r"\(([^)]*)\)", main)]
         main = re.sub(r"\([^)]*\)?", " ", main)
         parts = [p.strip() for p in re.split(r",| - ", main) if p.strip()]
         name = parts[0] if parts else label.strip()
-        alternatives += parts[1:]
+        alternatives += [p for p in parts[1:] if not _is_qualifier(p)]
+        qualified = [p for p in parts[1:] if _is_qualifier(p) and p.lower() not in _SITE_UNSPECIFIED]
+        if code[0] not in "12" or _RFV_SITE_HEADING.match(label):  # named "Head (...)" like the generic items
+            head = _RFV_MODULES.get(code[0], "Symptoms")
+            site = _RFV_SITE_HEADING.sub("", main) if code[0] in "12" else main
+            site = ", ".join(p.strip() for p in re.split(r",| - ", site) if p.strip()).lower()
+            return self.add(f"RFV:{code}", f"{head} ({site or label.strip().lower()})", text=False)
+        if qualified:  # "Excessive urination, night" is not "excessive urination"
+            return self.add(f"RFV:{code}", f"{name} ({', '.join(qualified).lower()})", text=False)
         generic = name.lower() in _GENERIC or len(name) < 4
         if generic and parent_label:
             context = re.sub(r"\([^)]*\)?", " ", _RFV_NOISE.sub(" ", parent_label)).strip(" ,")
             name = f"{name} ({context.lower()})"
             return self.add(f"RFV:{code}", name, text=False)
-        return self.add(f"RFV:{code}", name, alternatives=[a for a in alternatives if len(a) > 3])
+        return self.add(f"RFV:{code}", name, alternatives=[a for a in alternatives
+                                                           if len(a) > 3 and a.lower() not in _GENERIC])
+
+    def by_code(self, code: str) -> str | None:
+        """The canonical finding a source code (``RFV:1455.1``) was merged into."""
+        for cid, codes in self.codes.items():
+            if code in codes:
+                return cid
+        return None
+
+
+# A comma part of an RFV label that qualifies the first part rather than naming a finding.
+_SITE_UNSPECIFIED = {"site unspecified", "multiple or unspecified sites", "unspecified", "nos",
+                     "specified site not referable to a specific body", "other and unspecified", "all types"}
+_QUALIFIER_WORDS = {"night", "female", "male", "abnormal", "concerns", "internal", "eating", "color", "shape",
+                    "breast", "hand", "foot", "stomach"}
+
+
+def _is_qualifier(part: str) -> bool:
+    low = part.lower().strip(' "')
+    return (low in _SITE_UNSPECIFIED or low in _QUALIFIER_WORDS or low.startswith(("and ", "or "))
+            or low.endswith((" of", " with", " during", " in", " or")) or len(low) < 3
+            or re.fullmatch(r"[a-z ]+ tract|[a-z ]+ tissues", low) is not None)
+
+
+# NCHS RFV modules other than symptoms (1) and diseases (2): what a reason for visit of module n is about.
+_RFV_MODULES = {"3": "Test or screening", "4": "Treatment", "5": "Injury", "6": "Test result", "7": "Administrative",
+                "8": "Uncodable"}
+# "Symptoms of face, NEC", "Symptoms referable to tongue", "Other symptoms of nose": a body site, not a finding.
+_RFV_SITE_HEADING = re.compile(r"^\s*(?:other\s+(?:and\s+unspecified\s+)?)?symptoms?\s+(?:of|referable\s+to)\b",
+                               re.IGNORECASE)
 
 
 # --- association set -----------------------------------------------------------------------------------------
@@ -557,6 +647,7 @@ def build_association_set(folder: Path | str, *, mesh_folder: Path | str | None 
     for code, label in rfv_labels.items():
         parent = rfv_labels.get(code.split(".")[0] + ".0") if not code.endswith(".0") else None
         rfv_ids[code] = findings.add_rfv(code, label, parent)
+    add_clinical_synonyms(findings)
 
     visit_counts: dict[str, dict] = {}
     total = 0
@@ -614,8 +705,7 @@ def build_association_set(folder: Path | str, *, mesh_folder: Path | str | None 
         evidences = json.loads((folder / FILES["ddxplus_evidences"]).read_text(encoding="utf-8"))
         evidence_ids = ddxplus_evidence_findings(evidences, findings)
         for name, cond in conditions.items():
-            codes = [c.strip().upper() for c in re.split(r"[,;]", cond.get("icd10-id", "")) if c.strip()]
-            d = diseases.from_icd10(codes, cond.get("cond-name-eng") or name)
+            d = diseases.from_icd10(ddxplus_icd10(cond), cond.get("cond-name-eng") or name)
             for ev in cond.get("symptoms", {}):
                 for f in evidence_ids.get(ev, ()):
                     link(d, f, "ddxplus")
@@ -629,16 +719,23 @@ def build_association_set(folder: Path | str, *, mesh_folder: Path | str | None 
                           vocabulary=findings.vocabulary)
 
 
+def add_clinical_synonyms(findings: FindingIndex) -> None:
+    """:data:`CLINICAL_SYNONYMS` whose target the vocabulary knows by now.  Called once right after the RFV
+    vocabulary (so that a source's "palpitation" or "sweating" joins the reason for visit) and again at the
+    end (targets only a later source names, e.g. DO's "stridor")."""
+    for phrase, target in CLINICAL_SYNONYMS.items():
+        cid = findings.by_code(target) if target.startswith("RFV:") else findings.lookup(target)
+        if cid:
+            findings.vocabulary.add(cid, phrase, 2)
+
+
 def clinical_vocabulary(findings: FindingIndex) -> dict[str, list[str]]:
     """Add :data:`CLINICAL_SYNONYMS` and :data:`NEW_FINDINGS` to the vocabulary; return the implications
     (:data:`IMPLIES`, plus every multi-word finding whose last words name another finding:
     "Pleuritic chest pain" -> "Chest Pain", "Lower abdominal pain" -> "Abdominal Pain")."""
     for name in NEW_FINDINGS:
         findings.add(f"FINDING:{name.lower().replace(' ', '_')}", name)
-    for phrase, target in CLINICAL_SYNONYMS.items():
-        cid = findings.lookup(target)
-        if cid:
-            findings.vocabulary.add(cid, phrase, 2)
+    add_clinical_synonyms(findings)
     implies: dict[str, list[str]] = defaultdict(list)
     for name, targets in IMPLIES.items():
         cid = findings.lookup(name)
@@ -671,10 +768,22 @@ def clinical_vocabulary_from_rows(names: dict[str, str], synonyms: dict[str, set
                     index.vocabulary.add(cid, alt, 1)
     index.vocabulary.add_lay_synonyms()
     for phrase, target in CLINICAL_SYNONYMS.items():
-        cid = index.lookup(target)
+        cid = (target if target in names else None) if target.startswith("RFV:") else index.lookup(target)
         if cid:
             index.vocabulary.add(cid, phrase, 2)
     return index.vocabulary
+
+
+# DDXPlus pathologies whose release ICD-10 code names another disease: SLE is M32 (M34 is systemic sclerosis).
+DDXPLUS_ICD10_FIXES = {"SLE": "M32"}
+
+
+def ddxplus_icd10(condition: dict) -> list[str]:
+    """A DDXPlus pathology's ICD-10 codes, upper case ("j17, j18" -> ["J17", "J18"]), upstream errors fixed."""
+    name = condition.get("condition_name") or condition.get("cond-name-eng") or ""
+    if name in DDXPLUS_ICD10_FIXES:
+        return [DDXPLUS_ICD10_FIXES[name]]
+    return [c.strip().upper() for c in re.split(r"[,;]", condition.get("icd10-id", "")) if c.strip()]
 
 
 _QUESTION_STRIP = re.compile(r"^(?:do|did|are|is|have|has|were|was)\s+(?:you|your)\s+(?:have\s+|feel\s+|had\s+|"

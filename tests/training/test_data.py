@@ -142,7 +142,7 @@ class _RecordingGenerator:
 class _NeutralEvidence:
     """Stands in for the answer-evidence model: no opinion, so the generator's answer is the answer."""
 
-    def predict(self, conclusion):
+    def predict(self, conclusion, **reading):  # question=, context=
         return {"label": "yes", "probabilities": {label: 1 / 3 for label in prompts.ANSWER_LABELS}, "terms": []}
 
 

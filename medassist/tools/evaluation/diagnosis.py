@@ -27,7 +27,8 @@ from medassist.knowledge.findings import normalize_concept_id
 from medassist.knowledge.hsdn import HsdnLink, read_hsdn
 
 __all__ = ["cases_from_hsdn_holdout", "evaluate", "evaluate_many", "Progress", "open_world_cases_nhamcs",
-           "open_world_cases_ddxplus", "open_world_cases_hsdn", "DiseaseMatcher", "evaluate_open", "grid_search_open"]
+           "open_world_cases_ddxplus", "open_world_cases_hsdn", "hsdn_disease_count", "DiseaseMatcher",
+           "evaluate_open", "grid_search_open"]
 
 # Wraps an iterable of a known length (e.g. in a progress bar) and yields the same items.
 Progress = Callable[[Iterable, int], Iterable]
@@ -198,7 +199,7 @@ def open_world_cases_ddxplus(folder: Path, vocabulary, *, per_condition: int = 5
     import json
     import random
 
-    from medassist.knowledge.diagnosis_sources import FILES, FindingIndex, ddxplus_evidence_findings
+    from medassist.knowledge.diagnosis_sources import FILES, FindingIndex, ddxplus_evidence_findings, ddxplus_icd10
 
     conditions = json.loads((folder / FILES["ddxplus"]).read_text(encoding="utf-8"))
     evidences = json.loads((folder / FILES["ddxplus_evidences"]).read_text(encoding="utf-8"))
@@ -211,16 +212,21 @@ def open_world_cases_ddxplus(folder: Path, vocabulary, *, per_condition: int = 5
         pool = sorted({f for ev in cond.get("symptoms", {}) for f in mapped.get(ev, ()) if not f.startswith("DDXPLUS:")})
         if not pool:
             continue
-        codes = [f"ICD10CM:{c.strip().upper()}" for c in cond.get("icd10-id", "").replace(";", ",").split(",") if c.strip()]
+        codes = [f"ICD10CM:{c}" for c in ddxplus_icd10(cond)]
         for _ in range(per_condition):
             chosen = rng.sample(pool, min(findings_per_case, len(pool)))
             cases.append({"findings": chosen, "codes": codes, "diagnosis": cond.get("cond-name-eng") or name})
     return cases
 
 
-def open_world_cases_hsdn(folder: Path, *, diseases: int = 300, findings_per_case: int = 5, seed: int = 0) -> list[dict]:
+def open_world_cases_hsdn(folder: Path, *, diseases: int = 300, findings_per_case: int = 5, seed: int = 0,
+                          known: Callable[[Mapping], bool] | None = None) -> list[dict]:
     """HSDN top-10 hold-out: ``diseases`` random diseases, ``findings_per_case`` of their top-10 symptoms by
-    name (the ranker is built without HSDN); the disease named by its MeSH id, UMLS CUI and name."""
+    name (the ranker is built without HSDN); the disease named by its MeSH id, UMLS CUI and name.
+
+    Most HSDN diseases are in no other source, so a ranker built without HSDN cannot name them: with
+    ``known`` (e.g. ``lambda case: bool(DiseaseMatcher(ranker).targets(case))``) only diseases it holds
+    are sampled, and the set measures ranking rather than the hold-out emptying the universe."""
     import csv
     import random
 
@@ -233,10 +239,20 @@ def open_world_cases_hsdn(folder: Path, *, diseases: int = 300, findings_per_cas
                 "codes": [f"MESH:{row['disease_mesh_id']}"] + ([f"UMLS:{row['disease_umls']}"] if row["disease_umls"] else []),
                 "diagnosis": row["disease_mesh_term"], "symptoms": []})
             entry["symptoms"].append(row["symptom_mesh_term"])
+    pool = sorted(d for d in by_disease if known is None or known(by_disease[d]))
     rng = random.Random(seed)
-    chosen = rng.sample(sorted(by_disease), min(diseases, len(by_disease)))
+    chosen = rng.sample(pool, min(diseases, len(pool)))
     return [{"findings": rng.sample(by_disease[d]["symptoms"], min(findings_per_case, len(by_disease[d]["symptoms"]))),
              "codes": by_disease[d]["codes"], "diagnosis": by_disease[d]["diagnosis"]} for d in chosen]
+
+
+def hsdn_disease_count(folder: Path) -> int:
+    import csv
+
+    from medassist.knowledge.diagnosis_sources import FILES
+
+    with open(folder / FILES["hsdn"], encoding="utf-8") as fh:
+        return len({row["disease_mesh_id"] for row in csv.DictReader(fh, delimiter="\t")})
 
 
 class DiseaseMatcher:
