@@ -237,3 +237,15 @@ def test_pubmedqa_summaries(pubmedqa):
     )
     assert share >= 0.9
     assert ms < 20
+
+
+def test_question_overlap_is_the_share_of_the_questions_own_words_in_the_text():
+    from medassist.knowledge.summarize import question_overlap
+
+    question = "Does early mobilisation reduce hospital stay in patients after hip surgery?"
+    # "reduction" meets "reduce" (first 5 letters); "patients" and stopwords do not count
+    assert question_overlap(question, "Early mobilisation: a reduction of hospital stay after hip surgery.") == 1.0
+    assert question_overlap(question, "Metformin lowered HbA1c in type 2 diabetes patients.") == 0.0
+    # 4 of its 7 words: early, mobilisation and reduce are missing
+    assert question_overlap(question, "Hip surgery was followed by a long hospital stay.") == 4 / 7
+    assert question_overlap("Is it so?", "anything") == 1.0  # nothing to judge by

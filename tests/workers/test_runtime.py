@@ -158,6 +158,29 @@ def test_an_answer_rests_on_the_conclusion_and_an_abstract_about_something_else_
     assert set(off_topic["evidence"]["question_concepts"]["missing"]) >= {"Aspirin", "Stroke"}
 
 
+def test_a_question_without_concepts_is_judged_by_its_words_so_an_off_topic_abstract_cannot_settle_it(alice,
+                                                                                                      tiny_models):
+    """Before: a question the extractor found no concept in was taken as addressed by any abstract."""
+    from medassist.jobs.services import job_process_chunk
+    from workers.versions import get_runtime
+
+    items = [
+        "BACKGROUND: Early mobilisation after surgery is debated.\nRESULTS: Median hospital stay was 5 days with "
+        "early mobilisation and 7 days without (P<0.01).\nCONCLUSIONS: Early mobilisation shortened hospital stay.",
+        "Metformin lowered HbA1c in type 2 diabetes. Metformin is a safe first-line therapy for diabetes.",
+    ]
+    question = "Does early mobilisation shorten hospital stay after surgery?"
+    submission = job_validate(user=alice, kind_name="literature", items=items,
+                              params={"question": question, "embed": False, "max_new_tokens": 8})
+    job, _ = job_submit(owner=alice, submission=submission)
+    job_process_chunk(job_id=job.pk, start=0, end=2, runtime=get_runtime())
+    on_topic, off_topic = (JobItem.objects.get(job=job, index=i).result["answer"] for i in range(2))
+    assert on_topic["evidence"]["addresses_question"] is True and on_topic["label"] == "yes"
+    assert on_topic["evidence"]["question_concepts"]["word_overlap"] == 1.0
+    assert off_topic["evidence"]["addresses_question"] is False and off_topic["label"] == "maybe"
+    assert off_topic["evidence"]["question_concepts"]["word_overlap"] < 0.35
+
+
 def test_runtime_notices_a_promotion_with_one_query(db, tiny_models, tiny_model_dirs, django_assert_num_queries):
     runtime = Runtime()
     runtime.refresh(["generator"])
