@@ -6,7 +6,8 @@ Sources (``../shared/data/ddx-knowledge``, each folder's SOURCE.txt)
     * ``nhamcs``: CDC NHAMCS 2010 ED visits read from ``ED2010.zip`` with the documented fixed-width
       layout (doc2010.pdf: AGE 4-6, SEX 21, RFV1-3 71-85, DIAG1-3 103-117, ADMITHOS 260, PATWT 289-294);
       each visit's reasons for visit (RFV codes) x its ICD-9-CM diagnoses (any of the three positions;
-      V99x administrative codes and blanks left out) -> visit counts per (disease, finding), and visit
+      blanks and the V and E codes left out: follow-up examination, sutures, personal history ... name no
+      disease, :func:`is_pseudo_diagnosis`) -> visit counts per (disease, finding), and visit
       counts per disease (overall and per age band x sex) for the priors;
     * ``hsdn``: HSDN's top-10 symptoms for 4,147 MeSH diseases (unweighted);
     * ``dbpedia``: DBpedia dbo:symptom links (MeSH ids);
@@ -19,8 +20,12 @@ Disease identity (:class:`DiseaseIndex`)
     MeSH through DO's ``allXREFinDO.tsv``; an ICD-9-CM code with no DO xref goes through its
     ICD-10-CM mappings (the CMS GEMs as the ``icdmap`` package ships them, when installed) and then
     through its name (the ICD-9 label with "unspecified"-style qualifiers removed, e.g. 486
-    "Pneumonia, organism unspecified" -> MeSH Pneumonia, which DO knows as DOID:552).  What reaches
-    no MeSH id keeps its DOID, else its ICD-9 code (``ICD9CM:558.9``).  Every disease keeps all its
+    "Pneumonia, organism unspecified" -> MeSH Pneumonia, which DO knows as DOID:552), then through the
+    GEMs codes' parents (512.8 -> J93.11 -> J93.1, DO's pneumothorax) and the DOID most of its coded
+    ICD-9 siblings share (157.9 -> pancreatic cancer, as 157.0-157.2 and 157.8).  A DOID without a MeSH
+    xref whose label is a MeSH heading is that heading (DOID:1673 "pneumothorax" = MeSH Pneumothorax), so
+    the NHAMCS visits and the curated sources' links meet on one disease.  What reaches no MeSH id keeps
+    its DOID, else its ICD-9 code (``ICD9CM:558.9``).  Every disease keeps all its
     codes as xrefs (``ICD9CM:486``, ``DOID:552``, ``UMLS_CUI:C0032285``, ``ICD10CM:J18.9``) and names.
 
 Finding identity (:class:`FindingIndex`)
@@ -55,6 +60,7 @@ __all__ = [
     "AssociationSet",
     "read_nhamcs_visits",
     "nhamcs_icd9",
+    "is_pseudo_diagnosis",
     "age_band",
     "name_key",
     "build_association_set",
@@ -107,6 +113,14 @@ def nhamcs_icd9(raw: str) -> str | None:
         return None
     head, tail = (code[:4], code[4:]) if code.startswith("E") else (code[:3], code[3:])
     return f"{head}.{tail}" if tail else head
+
+
+def is_pseudo_diagnosis(code: str) -> bool:
+    """An ICD-9-CM code that names no disease a differential could offer: the V codes ("factors influencing
+    health status and contact with health services": V67.59 follow-up examination, V58.32 attention to
+    sutures, V45.89 postsurgical status, V12.x personal history ...) and the E codes (external causes),
+    except V22 (pregnant state), a real answer to "nausea and vomiting"."""
+    return code.startswith("E") or (code.startswith("V") and not code.startswith("V22"))
 
 
 def read_nhamcs_visits(path: Path | str) -> list[Visit]:
@@ -199,6 +213,7 @@ class DiseaseIndex:
         for doid, label in self.doid_label.items():
             self._by_name.setdefault(_name_key(label), doid)
         self._icd9 = _Icd9Names()
+        self._icd9_categories: dict[str, list[set[str]]] | None = None
 
     # canonical ids
     def _mesh_of_doid(self, doid: str) -> str | None:
@@ -228,6 +243,10 @@ class DiseaseIndex:
             mesh = self._mesh_of_doid(doid)
             if mesh:
                 return mesh, self.mesh_names.get(mesh, self.doid_label.get(doid, doid)), {doid, *self.doid_xrefs[doid]}
+        for doid in doids:  # a DOID without a MeSH xref whose label is a MeSH heading (DOID:1673 "pneumothorax")
+            mesh = self._by_name.get(_name_key(self.doid_label.get(doid, "")))
+            if mesh and mesh.startswith("MESH:"):
+                return mesh, self.mesh_names[mesh], {doid, *self.doid_xrefs.get(doid, ())}
         if doids:
             return doids[0], self.doid_label.get(doids[0], doids[0]), {doids[0], *self.doid_xrefs.get(doids[0], ())}
         return None
@@ -302,6 +321,10 @@ class DiseaseIndex:
                 return self._register(target, label, xrefs | set(self._xref_doids.get(target, ())))
             if target:
                 doids = {target}
+        if not doids:  # the GEMs code's parents: J93.11 "Primary spontaneous pneumothorax" -> J93.1 (DO pneumothorax)
+            doids = self._icd10_parent_doids(c for c, _ in icd10)
+        if not doids and "." in code:  # most of its coded siblings: 157.9 -> pancreatic cancer (157.0-157.2, 157.8)
+            doids = self._icd9_sibling_doids(code)
         if not doids and "." in code:  # the 3-character category's DO entry
             doids = self._xref_doids.get(f"ICD9CM:{code.split('.')[0]}") or set()
         if doids:
@@ -311,6 +334,35 @@ class DiseaseIndex:
 
     def canonical(self, code: str) -> str | None:
         return self._by_xref.get(code) or (code if code in self.diseases else None)
+
+    def _icd10_parent_doids(self, codes: Iterable[str]) -> set[str]:
+        """DOIDs of the nearest parent (one character shorter at a time, down to the 3-character category)
+        of any of ``codes`` that DO codes."""
+        codes = [c.replace(".", "") for c in codes]
+        for length in range(max((len(c) for c in codes), default=0) - 1, 2, -1):
+            for c in codes:
+                if len(c) > length:
+                    parent = c[:length]
+                    parent = f"{parent[:3]}.{parent[3:]}" if len(parent) > 3 else parent
+                    doids = self._xref_doids.get(f"ICD10CM:{parent}")
+                    if doids:
+                        return set(doids)
+        return set()
+
+    def _icd9_sibling_doids(self, code: str) -> set[str]:
+        """The DOID that at least half of the DO-coded ICD-9-CM codes of ``code``'s category share (an
+        unspecified ".9" code is the disease its specified siblings are), else none."""
+        if self._icd9_categories is None:
+            self._icd9_categories = defaultdict(list)
+            for xref, doids in self._xref_doids.items():
+                if xref.startswith("ICD9CM:") and "." in xref:
+                    self._icd9_categories[xref[7:].split(".")[0]].append(doids)
+        siblings = self._icd9_categories.get(code.split(".")[0], [])
+        votes = Counter(d for doids in siblings for d in doids)
+        if not votes:
+            return set()
+        doid, n = max(sorted(votes.items()), key=lambda kv: kv[1])
+        return {doid} if n * 2 >= len(siblings) and n >= 2 else set()
 
 
 # Leading qualifiers an ICD-9 label adds to a disease MeSH names without them (tried after the full name).
@@ -383,7 +435,8 @@ ICD9_TO_MESH: dict[str, tuple[str, str]] = {
     "780.6": ("D005334", "Fever"), "276.5": ("D003681", "Dehydration"), "338": ("D010146", "Pain"),
     "564.0": ("D003248", "Constipation"), "780.97": ("D003221", "Confusion"), "692": ("D003872", "Dermatitis"),
     "780.39": ("D012640", "Seizures"), "345": ("D004827", "Epilepsy"), "493": ("D001249", "Asthma"),
-    "300.0": ("D001008", "Anxiety Disorders"), "427.31": ("D001281", "Atrial Fibrillation"),
+    "300.0": ("D001008", "Anxiety Disorders"), "300.01": ("D016584", "Panic Disorder"),
+    "995.0": ("D000707", "Anaphylaxis"), "995.6": ("D000707", "Anaphylaxis"), "427.31": ("D001281", "Atrial Fibrillation"),
     "584": ("D058186", "Acute Kidney Injury"), "577.0": ("D010195", "Pancreatitis"),
     "574": ("D002769", "Cholelithiasis"), "540": ("D001064", "Appendicitis"), "562.11": ("D004238", "Diverticulitis"),
     "578": ("D006471", "Gastrointestinal Hemorrhage"), "592": ("D007669", "Kidney Calculi"),
@@ -453,6 +506,23 @@ CLINICAL_SYNONYMS: dict[str, str] = {
     "excessive tears": "RFV:1310.2", "watery eyes": "RFV:1310.2",
     "worse when lying down": "Orthopnea", "paralysis on one side of the face": "Facial Paralysis",
     "weakness on one side of the face": "Facial Paralysis",
+    "weakness or paralysis on one side of the face": "Facial Paralysis",
+    # more of how history questions say it: without these the words inside the phrase matched a vaguer
+    # finding ("redness" -> Erythema, "swollen" -> Edema, "weakness" -> Asthenia) or none at all
+    "acid reflux": "Heartburn", "burning sensation that starts in your stomach": "Heartburn",
+    "rectal bleeding": "hematochezia", "bright red blood": "hematochezia", "blood clots in your stool": "hematochezia",
+    "blood clots in the stool": "hematochezia",
+    "red eye": "bloodshot eye", "red eyes": "bloodshot eye", "eye redness": "bloodshot eye",
+    "redness in one or both eyes": "bloodshot eye", "itchy eyes": "RFV:1320.2", "eye itching": "RFV:1320.2",
+    "itching in one or both eyes": "RFV:1320.2", "fatigued": "Fatigue", "non-restful sleep": "Disturbances of sleep",
+    "irritable": "irritability", "drooling": "Drooling", "more saliva": "Drooling", "excessive saliva": "Drooling",
+    "drooping eyelid": "ptosis", "droopy eyelid": "ptosis", "raising one or both eyelids": "ptosis",
+    "heavy periods": "Heavy menstrual bleeding", "heavy menstruation": "Heavy menstrual bleeding",
+    "abundant or very long menstruation": "Heavy menstrual bleeding",
+    "pain on deep breathing": "pleuritic chest pain", "pain when breathing in": "pleuritic chest pain",
+    "pain that is increased when you breathe in deeply": "pleuritic chest pain",
+    "swollen or painful lymph nodes": "RFV:1275.1", "swollen due to pressure from inside": "RFV:1565.1",
+    "weakness in both arms": "Muscle Weakness", "weakness in both legs": "Muscle Weakness",
 }
 
 # A finding that also counts as others (naive Bayes over both): what NHAMCS codes a reason as, or the
@@ -463,6 +533,11 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "Orthopnea": ("Dyspnea",), "Dyspnea, Paroxysmal": ("Dyspnea",), "Pelvic Pain": ("Lower abdominal pain",),
     "Frequency and urgency of urination": ("Polyuria",), "Hemoptysis": ("Cough",),
     "Excessive sputum": ("Cough",), "Confusion": ("Disorientation",),
+    # the reason for visit NHAMCS codes a specific finding under (a target "RFV:<code>" is the concept that
+    # code was merged into), so ED visit evidence reaches it: 1535.0 "Heartburn and indigestion", 1580.1
+    # "Blood in stool", 1330.1 "Abnormal color" of the eyes, 1740.0 "Irregularity of menstrual flow"
+    "Heartburn": ("RFV:1535.0",), "hematochezia": ("RFV:1580.1",), "bloodshot eye": ("RFV:1330.1",),
+    "Heavy menstrual bleeding": ("RFV:1740.0",),
 }
 NEW_FINDINGS = ("Orthopnea",)  # named by IMPLIES/CLINICAL_SYNONYMS, in no source: FINDING:<name>
 
@@ -504,6 +579,8 @@ class FindingIndex:
         for candidate in (name, *alternatives):
             cid = self.lookup(candidate) if candidate else None
             if cid:
+                if text and self.vocabulary.lookup(candidate) is None:  # joined by its word bag: findable as text
+                    self.vocabulary.add(cid, candidate, 1)
                 break
         else:
             cid = code
@@ -513,6 +590,10 @@ class FindingIndex:
                 for alt in alternatives:
                     self.vocabulary.add(cid, alt, 1)
                 self._bags.setdefault(_name_key(name), cid)
+                # DBpedia's "Ptosis (eyelid)" is DO's "ptosis": a later source's bare name joins it
+                bare = re.sub(r"\s*\([^)]*\)", "", name).strip()
+                if bare and bare != name:
+                    self._bags.setdefault(_name_key(bare), cid)
         self.codes[cid].add(code)
         if name and name.lower() != self.vocabulary.names.get(cid, "").lower():
             self.synonyms[cid].add(name)
@@ -655,7 +736,7 @@ def build_association_set(folder: Path | str, *, mesh_folder: Path | str | None 
         visits = visits if visits is not None else read_nhamcs_visits(folder / FILES["nhamcs"])
         pair_visits: Counter = Counter()
         for v in visits:
-            dxs = {diseases.from_icd9(d) for d in v.diagnoses}
+            dxs = {diseases.from_icd9(d) for d in v.diagnoses if not is_pseudo_diagnosis(d)}
             if not dxs:
                 continue
             total += 1
@@ -740,7 +821,7 @@ def clinical_vocabulary(findings: FindingIndex) -> dict[str, list[str]]:
     for name, targets in IMPLIES.items():
         cid = findings.lookup(name)
         for target in targets:
-            tid = findings.lookup(target)
+            tid = findings.by_code(target) if target.startswith("RFV:") else findings.lookup(target)
             if cid and tid and tid != cid:
                 implies[cid].append(tid)
     for cid, name in list(findings.names.items()):

@@ -30,7 +30,8 @@ def test_full_import_is_idempotent_and_serves_the_bayes_ranker(tmp_path, setting
     assert DiagnosisAssociation.objects.count() == rows
 
     built = association_set()
-    assert len(built.diseases) >= 2000 and built.total_visits == 34_153
+    # 34,153 visits with a diagnosis, 695 of them only V codes (follow-up, sutures ...), which name no disease
+    assert len(built.diseases) >= 2000 and built.total_visits == 33_458
     diagnosis_state.reset_ranker()
     try:
         ranker = diagnosis_state.get_ranker()

@@ -177,15 +177,19 @@ def _metrics(ranks: list[int | None], latencies: list[float], rankers_built: int
 
 def open_world_cases_nhamcs(visits, *, limit: int = 2000, seed: int = 0) -> list[dict]:
     """Vignettes from NHAMCS visits (a held-out half): the visit's reasons for visit (symptom-module RFV
-    codes, 1xxx) -> its first-listed diagnosis; age and sex as recorded."""
+    codes, 1xxx) -> its first-listed diagnosis that names a disease (not a V code such as "follow-up
+    examination": :func:`~medassist.knowledge.diagnosis_sources.is_pseudo_diagnosis`); age and sex as recorded."""
     import random
+
+    from medassist.knowledge.diagnosis_sources import is_pseudo_diagnosis
 
     cases = []
     for v in visits:
         rfvs = [f"RFV:{r}" for r in v.rfvs if r.startswith("1")]
-        if not rfvs or not v.diagnoses:
+        diagnoses = [d for d in v.diagnoses if not is_pseudo_diagnosis(d)]
+        if not rfvs or not diagnoses:
             continue
-        cases.append({"findings": rfvs, "age": v.age, "sex": v.sex, "codes": [f"ICD9CM:{v.diagnoses[0]}"],
+        cases.append({"findings": rfvs, "age": v.age, "sex": v.sex, "codes": [f"ICD9CM:{diagnoses[0]}"],
                       "diagnosis": ""})
     random.Random(seed).shuffle(cases)
     return cases[:limit]
