@@ -178,6 +178,16 @@ MEDASSIST_TRAINING_DATA_DIRS = env.list("MEDASSIST_TRAINING_DATA_DIRS", default=
 # not apply in the training queue's solo pool). Past the Redis visibility timeout its message is
 # redelivered; the copy finds the chunk heartbeating and waits (medassist.jobs.services).
 MEDASSIST_TRAINING_TIME_LIMIT = env.int("MEDASSIST_TRAINING_TIME_LIMIT", default=3300)
+# Federated fine-tuning on a deployed federation (finetune jobs with federated.engine "deployment", issue 15):
+# the coordinator's Flower SuperLink, HOST:PORT of its HTTPS API (flwr 1.42 serves Control, Fleet and Runtime
+# on one port; https://flower.ai/docs/framework/how-to-enable-tls-connections.html). Empty: such jobs are refused.
+# The SuperLink must see MEDASSIST_MODEL_DIR at the same path (its ServerApp reads the recipe and writes the
+# adapter there): run it at the coordinating site with the models volume mounted (compose profile "federated").
+MEDASSIST_FLWR_SUPERLINK = env.str("MEDASSIST_FLWR_SUPERLINK", default="")
+# The CA certificate (PEM) that signed the SuperLink's certificate; empty: the system's trust store.
+MEDASSIST_FLWR_ROOT_CERTIFICATES = env.str("MEDASSIST_FLWR_ROOT_CERTIFICATES", default="")
+# Plain HTTP to the SuperLink: a private test network only.
+MEDASSIST_FLWR_INSECURE = env.bool("MEDASSIST_FLWR_INSECURE", default=False)
 
 # --- Models (workers/runtime) ---------------------------------------------------------------------
 # Local artifact store: converted checkpoints, int8 and ONNX variants. Nothing is downloaded.

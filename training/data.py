@@ -73,6 +73,7 @@ class Record:
     label: str | None = None  # yes/no/maybe (PubMedQA final_decision)
     year: int | None = None
     source: str = ""  # "pubmedqa" | "medline" | "jsonl" | "corpus"
+    mesh: tuple[str, ...] = ()  # MeSH descriptor names (PubMedQA MESHES, MEDLINE MeshHeadingList), when known
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def _read_pubmedqa(path: Path) -> list[Record]:
             id=str(pmid), title="", text="\n".join(row.get("CONTEXTS") or []).strip(),
             conclusion=(row.get("LONG_ANSWER") or "").strip(), question=(row.get("QUESTION") or "").strip() or None,
             label=_label(row.get("final_decision"), f"{path} record {pmid}"), year=_year(row.get("YEAR")),
-            source="pubmedqa"))
+            source="pubmedqa", mesh=tuple(str(name) for name in row.get("MESHES") or ())))
     return records
 
 
@@ -183,7 +184,8 @@ def _read_medline(path: Path) -> list[Record]:
             text, conclusion = item["text"], ""
         # Update files may list a PMID twice (revised versions): the later one wins, as in import_medline.
         by_id[record_id] = Record(id=record_id, title=item.get("title") or "", text=text, conclusion=conclusion,
-                                  year=item.get("year"), source="medline")
+                                  year=item.get("year"), source="medline",
+                                  mesh=tuple(m["name"] for m in item.get("mesh") or () if m.get("name")))
     return list(by_id.values())
 
 

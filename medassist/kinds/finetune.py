@@ -58,7 +58,8 @@ def _federated_schema() -> dict:
     types = {bool: "boolean", int: "integer", float: "number", str: "string"}
     defaults = FederatedConfig()
     return {"type": "object", "additionalProperties": False, "description": "with mode federated: centres, rounds, "
-            "local steps, strategy, min_centres, central DP (training.federated.config)",
+            "local steps, strategy, min_centres, central DP, engine (ray / inprocess simulation, or deployment: the "
+            "server's configured Flower SuperLink and its centres' SuperNodes) (training.federated.config)",
             "properties": {f.name: {"type": types[type(getattr(defaults, f.name))], "default": getattr(defaults, f.name)}
                            for f in dataclasses.fields(FederatedConfig)}}
 
@@ -155,7 +156,10 @@ def check_params(params: dict) -> list[tuple[str, str]]:
         if federated is not None:
             from training.federated.config import FederatedConfig
 
-            FederatedConfig.from_dict(federated)
+            if FederatedConfig.from_dict(federated).engine == "deployment":
+                from training.federated.deployment import SuperLink
+
+                SuperLink.from_settings(check_files=False)  # refused at submission when no SuperLink is configured
             if config.resume_from:
                 raise ConfigError("resume_from", "a federated run does not resume: leave it empty")
         if config.resume_from:  # refused at submission too, not only when the run starts

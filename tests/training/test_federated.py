@@ -4,7 +4,10 @@ own data, rounds aggregated at the server, per-centre DP accounting, dropout tol
 The real recipe on SmolLM2 is measured by ``manage.py bench_federated`` (docs/benchmarks.md); these tests
 check behaviour, not quality. The simulations deliver Flower's messages in process (engine "inprocess"): Ray's
 simulation engine costs 25 s to minutes of start-up on a shared 2-core machine (it is what ``bench_federated`` runs).
-The deployment test runs Flower's real runtime: a SuperLink and two SuperNodes as processes on 127.0.0.1.
+The deployment tests run Flower's real runtime as processes on 127.0.0.1: a SuperLink and two SuperNodes without
+TLS driven by `flwr run` by hand, and a SuperLink with TLS and node authentication (certificates and keys made in
+the test) driven by finetune jobs with ``federated.engine: "deployment"``, which an unregistered node and a node
+without TLS cannot join.
 """
 from __future__ import annotations
 
@@ -57,10 +60,35 @@ def test_year_partition_is_unequal_non_overlapping_and_ordered_by_era():
     assert newest_of_0 < oldest_of_1  # a year is never split between centres
 
 
+def test_mesh_partition_deals_whole_topics_to_unequal_centres():
+    from collections import Counter
+
+    from training.data import read_records
+    from training.federated.centres import describe, load_mesh_tree_numbers, partition_by_mesh, record_branches
+
+    require_shared_data("pubmedqa", "pqal_train.json")
+    records = read_records("pubmedqa")
+    branches = record_branches(records, load_mesh_tree_numbers(require_shared_data("mesh-2015", "tree-numbers.tsv")))
+    assert all(branches.values())  # every PubMedQA record has a topic heading
+    bands = partition_by_mesh(records, 3, branches)
+    sizes = [len(bands[c]) for c in ("centre-0", "centre-1", "centre-2")]
+    assert sum(sizes) == 500 and sizes[0] > sizes[1] > sizes[2] > 0
+    owners = {}
+    for centre, band in bands.items():
+        for record in band:
+            assert owners.setdefault(branches[record.id], centre) == centre  # a branch is never split
+    rows = describe(bands, branches)
+    assert [sum(row["mesh_branches"].values()) for row in rows] == sizes
+    top = [Counter(branches[r.id] for r in bands[c]).most_common(1)[0][0] for c in bands]
+    assert len(set(top)) == 3  # different main topics: non-IID
+
+
 @pytest.mark.parametrize("values, field", [
     ({"rounds": 0}, "federated.rounds"),
     ({"min_centres": 4}, "federated.min_centres"),
     ({"strategy": "fedsgd"}, "federated.strategy"),
+    ({"partition": "hospital"}, "federated.partition"),
+    ({"engine": "flower"}, "federated.engine"),
     ({"centre_count": 3}, "federated.centre_count"),
 ])
 def test_bad_federated_recipes_name_the_knob(values, field):
@@ -214,23 +242,45 @@ def _wait_for_port(port: int, process, timeout: float = 60) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def _stop_process_trees(processes) -> None:
+    """Terminate each process and its descendants (SuperNodes start detached helpers: superexec, clientapp)."""
+    import psutil
+
+    family = []
+    for process in processes:
+        try:
+            family += [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for member in family:
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def test_deployment_superlink_and_two_supernodes_as_processes_complete_a_round(tiny_model_dirs, tmp_path):
     """The real deployment runtime on 127.0.0.1: SuperLink, two `manage.py federated_node` SuperNodes, `flwr run`."""
-    import os
     import shutil
     import subprocess
     import sys
     import time
     from pathlib import Path
 
-    import psutil
     from transformers import AutoTokenizer
+
+    from training.federated.deployment import flower_env
 
     source = require_shared_data("pubmedqa", "pqal_train.json")
     root = Path(__file__).resolve().parents[2]
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(root),
-           "FLWR_HOME": str(tmp_path / "flwr-home")}
+    env = flower_env(FLWR_HOME=str(tmp_path / "flwr-home"))
     records = json.loads(source.read_text())
     sizes = {"centre-a": 6, "centre-b": 4}
     items = iter(records.items())
@@ -280,28 +330,254 @@ def test_deployment_superlink_and_two_supernodes_as_processes_complete_a_round(t
         assert {c["id"]: c["examples"] for c in outcome["centres"]} == sizes
         assert (out / "adapter" / "adapter_model.safetensors").is_file()
     finally:
-        # SuperNodes start detached helpers (flower-superexec, flwr-clientapp): stop the whole trees.
-        family = []
-        for process in processes:
-            try:
-                family += [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
-            except psutil.NoSuchProcess:
-                pass
-        for pid in family:
-            try:
-                psutil.Process(pid).terminate()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs([p for p in map(lambda pid: psutil.Process(pid) if psutil.pid_exists(pid) else None, family)
-                           if p], timeout=10)
+        _stop_process_trees(processes)
 
 
-def test_central_dp_and_fedprox_run_and_report_a_growing_central_epsilon(tiny_models, model_dir):
+def test_central_dp_fedprox_and_mesh_centres_run_and_report_a_growing_central_epsilon(tiny_models, model_dir):
     seen: list[dict] = []
-    fed = FederatedConfig.from_dict({**INPROCESS, "strategy": "fedprox", "central_dp": True,
+    fed = FederatedConfig.from_dict({**INPROCESS, "strategy": "fedprox", "central_dp": True, "partition": "mesh",
                                      "central_noise_multiplier": 1.0, "central_clip_norm": 0.5, "min_centres": 3})
     result = federated_finetune(recipe(), fed, name="fed-central", progress=seen.append)
+    assert all(row["examples"] > 0 and row["mesh_branches"] for row in result["partition"])  # centres by topic
     rounds = [r for r in seen if r.get("stage") == "federated round"]
     assert 0 < rounds[0]["central_epsilon"] < rounds[1]["central_epsilon"]
     assert result["training"]["central_epsilon"] == rounds[1]["central_epsilon"]
     assert ModelVersion.objects.get(name="fed-central").config["federated"]["recipe"]["strategy"] == "fedprox"
+
+
+# --- A deployed federation with TLS and node authentication, driven by finetune jobs ----------------------------
+# One SuperLink (TLS, --enable-supernode-auth) on 127.0.0.1 for the tests below: centres a and b connect with
+# registered keys through `manage.py federated_node`; an unregistered node and a node without TLS try to join.
+# The certificates and keys are made in the test with `cryptography` (training.federated.certs).
+
+DEPLOYED = {"engine": "deployment", "centres": 2, "rounds": 1, "local_steps": 1, "min_centres": 2}
+CENTRE_SIZES = {"centre-a": 6, "centre-b": 4}
+
+
+@pytest.fixture(scope="module")
+def tls_federation(tiny_model_dirs, tmp_path_factory):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from training.federated.certs import make_ca, make_node_key, make_server_cert
+    from training.federated.deployment import FlowerCli, SuperLink, flower_env
+
+    source = require_shared_data("pubmedqa", "pqal_train.json")
+    root = tmp_path_factory.mktemp("tls-federation")
+    project = Path(__file__).resolve().parents[2]
+    certs = root / "certs"
+    make_ca(certs)
+    make_server_cert(certs, hosts=["127.0.0.1"])
+    for node in (*CENTRE_SIZES, "intruder"):
+        make_node_key(certs, node)
+    port = _free_port()
+    env = flower_env(FLWR_HOME=str(root / "flwr-home"))
+    processes: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, command: list[str]) -> subprocess.Popen:
+        processes[name] = subprocess.Popen(command, env=env, cwd=project, stdout=open(root / f"{name}.log", "wb"),
+                                           stderr=subprocess.STDOUT)
+        return processes[name]
+
+    def node(centre: str, data: Path, *security: str) -> None:  # a centre as deployed: manage.py federated_node
+        start(centre, [sys.executable, "manage.py", "federated_node", "--data", str(data), "--superlink",
+                       f"127.0.0.1:{port}", "--centre", centre, "--base-dir", str(tiny_model_dirs["llama"]),
+                       "--work-dir", str(root / centre), "--runtime-port", str(_free_port()), "--max-length", "96",
+                       *security])
+
+    records = iter(json.loads(source.read_text()).items())
+    try:
+        superlink = start("superlink", [str(Path(sys.executable).parent / "flower-superlink"),
+                                        "--ssl-ca-certfile", str(certs / "ca.crt"),
+                                        "--ssl-certfile", str(certs / "server.pem"),
+                                        "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth",
+                                        "--port", str(port), "--database", str(root / "superlink.db")])
+        _wait_for_port(port, superlink)
+        link = SuperLink(address=f"127.0.0.1:{port}", root_certificates=str(certs / "ca.crt"))
+        cli = FlowerCli(link, root / "cli-home")
+        registered = {centre: cli.register_node(certs / f"{centre}.key.pub") for centre in CENTRE_SIZES}
+        for centre, size in CENTRE_SIZES.items():  # each centre's own file
+            (root / f"{centre}.json").write_text(json.dumps(dict(next(records) for _ in range(size))))
+            node(centre, root / f"{centre}.json", "--root-certificates", str(certs / "ca.crt"),
+                 "--auth-private-key", str(certs / f"{centre}.key"))
+        # Two SuperNodes that must never get work (plain flower-supernode: they fail before any data matters):
+        # one with a valid key that nobody registered, one without TLS.
+        supernode = [str(Path(sys.executable).parent / "flower-supernode"), "--superlink", f"127.0.0.1:{port}"]
+        start("intruder", [*supernode, "--root-certificates", str(certs / "ca.crt"), "--auth-supernode-private-key",
+                           str(certs / "intruder.key"), "--port", str(_free_port())])
+        start("plain", [*supernode, "--insecure", "--port", str(_free_port())])
+        yield {"superlink": link, "cli": cli, "registered": registered, "processes": processes, "root": root,
+               "logs": lambda: {p.name: p.read_text(errors="replace")[-1500:] for p in root.glob("*.log")}}
+    finally:
+        _stop_process_trees(processes.values())
+
+
+def _flower_status(cli, run_id: int, timeout: float = 30) -> str:
+    """The run's status once Flower calls it finished (or whatever it is when the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (status := cli.status(run_id)["status"]).startswith("finished") and time.monotonic() < deadline:
+        time.sleep(1)
+    return status
+
+
+@pytest.fixture
+def deployed_settings(settings, tls_federation):
+    settings.MEDASSIST_FLWR_SUPERLINK = tls_federation["superlink"].address
+    settings.MEDASSIST_FLWR_ROOT_CERTIFICATES = tls_federation["superlink"].root_certificates
+    settings.MEDASSIST_FLWR_INSECURE = False
+    return settings
+
+
+def test_deployment_engine_needs_a_configured_superlink(settings, make_user, client_for, tmp_path):
+    trainer = client_for(make_user("trainer", perms=("jobs.run_finetune",)))
+    body = {"kind": "finetune", "items": [{"sources": ["pubmedqa"]}],
+            "params": {**SMALL, "mode": "federated", "federated": DEPLOYED}}
+    settings.MEDASSIST_FLWR_SUPERLINK = ""
+    refused = trainer.post("/api/v1/jobs/", body, format="json")
+    assert refused.status_code == 400 and "federated.engine" in json.dumps(refused.json())
+    assert "MEDASSIST_FLWR_SUPERLINK" in json.dumps(refused.json())
+    settings.MEDASSIST_FLWR_SUPERLINK = "https://coordinator"
+    refused = trainer.post("/api/v1/jobs/", body, format="json")
+    assert refused.status_code == 400 and "is not HOST:PORT" in json.dumps(refused.json())
+    # The CA file is the worker's: checked when the run starts, before anything is made.
+    from training.federated.deployment import SuperLink
+
+    settings.MEDASSIST_FLWR_SUPERLINK = "127.0.0.1:9092"
+    settings.MEDASSIST_FLWR_ROOT_CERTIFICATES = str(tmp_path / "missing-ca.crt")
+    with pytest.raises(ConfigError, match="is not a file") as error:
+        SuperLink.from_settings()
+    assert error.value.field == "federated.engine"
+
+
+def test_deployed_finetune_job_over_tls_with_node_authentication_registers_a_candidate(
+        tls_federation, deployed_settings, tiny_models, model_dir, make_user, client_for, monkeypatch):
+    """The job path (API -> job_process_chunk -> federated_finetune) on the real SuperLink and two SuperNodes."""
+    from medassist.jobs.models import Job, JobItem
+    from medassist.jobs.services import JobContext, job_process_chunk
+    from workers.versions import get_runtime
+
+    seen: list[dict] = []
+    report = JobContext.report
+    monkeypatch.setattr(JobContext, "report", lambda self, detail: (seen.append(detail), report(self, detail)))
+    trainer = client_for(make_user("trainer", perms=("jobs.run_finetune",)))
+    body = {"kind": "finetune", "items": [{"sources": ["pubmedqa"], "name": "fed-deployed"}],
+            "params": {**SMALL, "max_length": 96, "mode": "federated", "federated": DEPLOYED}}
+    response = trainer.post("/api/v1/jobs/", body, format="json")
+    assert response.status_code == 202, response.json()
+    job_id = response.json()["id"]
+    job_process_chunk(job_id=job_id, start=0, end=1, runtime=get_runtime())
+
+    job = Job.objects.get(pk=job_id)
+    item = JobItem.objects.get(job=job)
+    assert job.status == "succeeded", (item.error, tls_federation["logs"]())
+    # Each round streamed into the job's progress while the Flower run went on, in the simulation's shape.
+    rounds = [r for r in seen if r.get("stage") == "federated round"]
+    assert [r["round"] for r in rounds] == [1] and rounds[0]["centres"] == 2 and rounds[0]["dropped"] == []
+    assert rounds[0]["bytes_received"] > 0 and "eval_loss" in rounds[0] and "train_loss" in rounds[0]
+    run_id = next(r["flower_run"] for r in seen if "flower_run" in r)
+    assert _flower_status(tls_federation["cli"], run_id) == "finished:completed"  # the ServerApp exits just after
+
+    result = item.result
+    assert result["mode"] == "federated" and result["training"]["rounds"] == 1
+    assert result["partition"] == [{"centre": c, "examples": n} for c, n in CENTRE_SIZES.items()]
+    candidate = ModelVersion.objects.get(pk=result["candidate_ids"][0])
+    assert candidate.status == "candidate" and candidate.parent_id == tiny_models["generator"].pk
+    federated = candidate.config["federated"]
+    # Only the registered centres trained: the unregistered and the plain-HTTP node never got work.
+    assert {c["id"]: c["examples"] for c in federated["centres"]} == CENTRE_SIZES
+    assert federated["engine"].startswith("Flower deployment (SuperLink 127.0.0.1:")
+    assert set(candidate.metrics["after"]) >= {"accuracy", "nll"}
+    run_dir = model_dir / "finetuned" / "fed-deployed" / "run"
+    assert not (run_dir / "centres").exists()  # the coordinator never held centre data
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_unregistered_and_plain_http_supernodes_never_join_the_tls_superlink(tls_federation):
+    import time
+
+    processes, root = tls_federation["processes"], tls_federation["root"]
+    deadline = time.monotonic() + 90
+    while processes["intruder"].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes["intruder"].returncode not in (None, 0), tls_federation["logs"]()
+    assert "Failed to activate SuperNode" in (root / "intruder.log").read_text(errors="replace")
+    while "Connection attempt failed" not in (root / "plain.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, tls_federation["logs"]()
+        time.sleep(0.5)
+    assert "SuperNode ID" not in (root / "plain.log").read_text(errors="replace")
+    nodes = tls_federation["cli"].nodes()
+    # Exactly the two registered keys are known to the SuperLink; nothing else registered itself.
+    assert sorted(int(n["node-id"]) for n in nodes) == sorted(tls_federation["registered"].values())
+    assert all(n["status"] == "online" for n in nodes), nodes
+
+
+@pytest.mark.parametrize("how", ["cancelled", "out of time"])
+def test_a_cancelled_or_timed_out_deployed_run_stops_the_flower_run_and_registers_nothing(
+        how, tls_federation, deployed_settings, tiny_models, model_dir):
+    from training.run import RunCancelled, TrainingTimeLimit
+
+    seen: list[dict] = []
+    submitted = lambda: any("flower_run" in r for r in seen)  # noqa: E731 - stop right after submission
+    name = f"fed-{how.replace(' ', '-')}"
+    with pytest.raises(RunCancelled if how == "cancelled" else TrainingTimeLimit):
+        federated_finetune(recipe(max_length=96), FederatedConfig.from_dict({**DEPLOYED, "rounds": 2}), name=name,
+                           progress=seen.append, should_stop=submitted if how == "cancelled" else None,
+                           time_limit_s=None if how == "cancelled" else 0.001)
+    run_id = next(r["flower_run"] for r in seen if "flower_run" in r)
+    assert _flower_status(tls_federation["cli"], run_id) == "finished:stopped"
+    assert not ModelVersion.objects.filter(name=name).exists()
+    if how == "cancelled":
+        assert not (model_dir / "finetuned" / name).exists()
+    else:  # a failed run keeps only its logs
+        assert [p.name for p in (model_dir / "finetuned" / name).iterdir()] == ["run"]
+
+
+def test_run_deployed_streams_whole_lines_and_reports_the_serverapps_failure(tmp_path, monkeypatch):
+    """The coordinator's loop with Flower's CLI faked: what it streams, raises and stops."""
+    from training.federated import deployment
+
+    calls: list[tuple] = []
+    flower = {"status": "running"}
+
+    class FakeCli:
+        def __init__(self, superlink, home):
+            pass
+
+        def run(self, app_dir, run_config):
+            calls.append(("run", run_config["out-dir"]))
+            return 7
+
+        def status(self, run_id):
+            return {**flower, "status-details": "killed"}
+
+        def stop(self, run_id):
+            calls.append(("stop", run_id))
+
+    monkeypatch.setattr(deployment, "FlowerCli", FakeCli)
+    link = deployment.SuperLink("127.0.0.1:1", insecure=True)
+    seen: list[dict] = []
+
+    def fail_after_the_first_round(record):  # as the ServerApp would: round 2 had too few centres
+        seen.append(record)
+        (tmp_path / "error.json").write_text(json.dumps({"type": "NotEnoughCentres", "message": "round 2: 1 of 2"}))
+
+    (tmp_path / "rounds.jsonl").write_text(json.dumps({"round": 1}) + "\n" + '{"round": 2, "centres"')  # half-written
+    with pytest.raises(NotEnoughCentres, match="round 2: 1 of 2"):
+        deployment.run_deployed(link, recipe={}, run_dir=tmp_path, on_round=fail_after_the_first_round,
+                                should_stop=lambda: False, poll_s=0.01)
+    assert seen == [{"round": 1}] and calls == [("run", str(tmp_path))]  # a failed run needs no stop
+
+    (tmp_path / "error.json").unlink()
+    flower["status"] = "finished:failed"  # the ServerApp died without a word: only Flower's status says so
+    with pytest.raises(deployment.DeployedRunFailed, match="ended finished:failed without an outcome"):
+        deployment.run_deployed(link, recipe={}, run_dir=tmp_path, on_round=seen.append, should_stop=lambda: False,
+                                poll_s=0.01, status_every_s=0)
+    assert ("stop", 7) not in calls
+    flower["status"] = "running"
+    with pytest.raises(RuntimeError, match="progress store down"):  # a failure here stops the Flower run
+        deployment.run_deployed(link, recipe={}, run_dir=tmp_path, should_stop=lambda: False, poll_s=0.01,
+                                on_round=lambda record: (_ for _ in ()).throw(RuntimeError("progress store down")))
+    assert calls[-1] == ("stop", 7)

@@ -14,16 +14,18 @@ from typing import Any
 from training.config import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
-PARTITIONS = ("year",)
-ENGINES = ("ray", "inprocess")
+PARTITIONS = ("year", "mesh")
+ENGINES = ("ray", "inprocess", "deployment")
 
 
 @dataclass
 class FederatedConfig:
-    # Virtual centres in a simulation (each reads only its own partition of the data).
+    # Virtual centres in a simulation (each reads only its own partition of the data); deployed, the
+    # centres are the SuperNodes connected to the SuperLink and this is only the expected count.
     centres: int = 3
-    # How the records are split into centres: "year" (publication year bands: older to newer
-    # literature, unequal sizes: non-IID in topic, vocabulary and label mix).
+    # How the records are split into simulated centres: "year" (publication year bands: older to newer
+    # literature, unequal sizes: non-IID in topic, vocabulary and label mix) or "mesh" (whole MeSH tree
+    # branches, e.g. C04 Neoplasms to one centre, C14 Cardiovascular Diseases to another: non-IID in topic).
     partition: str = "year"
     # Federated rounds: in each, every centre trains ``local_steps`` optimizer steps from the global adapter.
     rounds: int = 3
@@ -47,6 +49,9 @@ class FederatedConfig:
     # "ray": Flower's simulation engine (flwr.simulation, Ray backend: centres in parallel actors, RAY_ADDRESS
     # for a cluster). "inprocess": the same ServerApp/ClientApp messages delivered in this process one centre
     # after the other (training.federated.inprocess): no ~25 s Ray start-up, no parallelism, no round timeout.
+    # "deployment": submitted to the coordinator's running Flower SuperLink (settings MEDASSIST_FLWR_SUPERLINK,
+    # MEDASSIST_FLWR_ROOT_CERTIFICATES; training.federated.deployment), whose SuperNodes are the real centres
+    # (``manage.py federated_node``), each training on its own local data: the coordinator holds none of it.
     engine: str = "ray"
 
     @classmethod

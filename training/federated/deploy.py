@@ -8,11 +8,15 @@ SuperLink runs ``server_app`` and every connected SuperNode runs the ClientApp o
 Run config (strings are paths on the coordinator's machine):
 
 - ``recipe-path``: a JSON file ``{"finetune": {...FinetuneConfig...}, "federated": {...FederatedConfig...},
-  "base-dir": "...", "pad-token-id": 0}``;
+  "base-dir": "...", "pad-token-id": 0, "eval-path": "..." (optional)}``; ``eval-path`` is a torch file
+  of tokenized held-out examples, scored after every round (``server.HeldOutLoss``) as in simulation;
 - ``out-dir``: where ``rounds.jsonl`` (one line per round), ``outcome.json`` (rounds and every centre's
-  id, example count and epsilon) and ``adapter/`` (the final global LoRA adapter) are written.
+  id, example count and epsilon) and ``adapter/`` (the final global LoRA adapter) are written; a failed
+  run leaves ``error.json`` (``{"type", "message"}``) instead of ``outcome.json``.
 
-Rounds, aggregation, dropout tolerance and accounting are ``server.run_rounds``, as in simulation.
+Rounds, aggregation, dropout tolerance and accounting are ``server.run_rounds``, as in simulation. A
+``finetune`` job with ``federated.engine: "deployment"`` submits this app and follows those files
+(``deployment.run_deployed``); ``flwr run`` by hand works the same way.
 """
 from __future__ import annotations
 
@@ -25,23 +29,43 @@ from flwr.serverapp import Grid, ServerApp
 from training.config import FinetuneConfig
 
 from .config import FederatedConfig
-from .server import ServerPlan, run_rounds
+from .server import HeldOutLoss, ServerPlan, run_rounds
 
 server_app = ServerApp()
 
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
+    out_dir = Path(str(context.run_config["out-dir"]))
+    out_dir.mkdir(exist_ok=True)  # not its parents: a cancelled job's deleted run stays deleted
+    try:
+        run(grid, Path(str(context.run_config["recipe-path"])), out_dir)
+    except BaseException as exc:  # the coordinator reads why from here, not from the SuperLink's log
+        try:
+            _write_json(out_dir / "error.json", {"type": type(exc).__name__, "message": str(exc)[:4000]})
+        except OSError:
+            pass
+        raise
+
+
+def _write_json(path: Path, value) -> None:
+    """Whole or not at all: the coordinator polls for this file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
+
+
+def run(grid: Grid, recipe_path: Path, out_dir: Path) -> None:
     import torch
 
-    from training.trainer import load_lora_model, lora_state
+    from training.trainer import lora_state
 
-    recipe = json.loads(Path(str(context.run_config["recipe-path"])).read_text())
-    out_dir = Path(str(context.run_config["out-dir"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe = json.loads(recipe_path.read_text())
     config = FinetuneConfig.from_dict(recipe["finetune"])
     fed = FederatedConfig.from_dict(recipe.get("federated"))
-    model = load_lora_model(str(recipe["base-dir"]), config)
+    pad_id = int(recipe.get("pad-token-id", 0))
+    examples = torch.load(recipe["eval-path"], weights_only=True) if recipe.get("eval-path") else []
+    held_out = HeldOutLoss(Path(recipe["base-dir"]), config, examples, pad_id)  # also the model we save
 
     def on_round(record: dict) -> None:
         with open(out_dir / "rounds.jsonl", "a") as f:
@@ -49,15 +73,11 @@ def main(grid: Grid, context: Context) -> None:
 
     # The first round waits for min_centres SuperNodes to connect (Flower's node sampling).
     train_config = {"finetune": json.dumps(config.as_dict()), "local-steps": fed.local_steps,
-                    "pad-token-id": int(recipe.get("pad-token-id", 0)), "base-dir": str(recipe["base-dir"]),
-                    "threads": fed.threads_per_centre}
-    plan = ServerPlan(fed=fed, initial_state=lora_state(model), train_config=train_config, on_round=on_round,
-                      dp_delta=config.dp_delta)
+                    "pad-token-id": pad_id, "base-dir": str(recipe["base-dir"]), "threads": fed.threads_per_centre}
+    plan = ServerPlan(fed=fed, initial_state=lora_state(held_out.model), train_config=train_config,
+                      evaluate=held_out if examples else None, on_round=on_round, dp_delta=config.dp_delta)
     outcome = run_rounds(grid, plan)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in outcome["state"]:
-                param.copy_(outcome["state"][name])
-    model.save_pretrained(out_dir / "adapter")
-    (out_dir / "outcome.json").write_text(json.dumps({"rounds": outcome["rounds"], "centres": sorted(
-        outcome["centres"].values(), key=lambda c: c["id"])}, indent=1))
+    held_out.load(outcome["state"])
+    held_out.model.save_pretrained(out_dir / "adapter")
+    _write_json(out_dir / "outcome.json", {"rounds": outcome["rounds"], "centres": sorted(
+        outcome["centres"].values(), key=lambda c: c["id"])})

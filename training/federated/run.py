@@ -1,16 +1,21 @@
-"""One federated fine-tuning run, end to end, in simulation: centres -> rounds on Flower -> export -> candidates.
+"""One federated fine-tuning run, end to end: centres -> rounds on Flower -> export -> candidates.
 
 ``federated_finetune(config, fed, ...)`` is what a ``finetune`` job with ``mode: "federated"`` runs:
 
 1. the recipe's data (``training.run.prepare_data``: one PubMedQA fold held out at the coordinator) is
-   split into ``fed.centres`` centres by publication year (``centres.partition_by_year``); each centre's
-   tokenized examples go to its own file (``run/centres/centre-<i>.pt``), which only that centre reads;
+   read; simulated, it is split into ``fed.centres`` centres by publication year or MeSH branch
+   (``centres.partition_by_year`` / ``partition_by_mesh``) and each centre's tokenized examples go to its own file
+   (``run/centres/centre-<i>.pt``), which only that centre reads; deployed, the coordinator keeps only
+   the held-out fold: the centres hold their own data;
 2. the base model is evaluated on the held-out questions (label-likelihood accuracy, abstract NLL);
-3. Flower's simulation engine (``flwr.simulation.run_simulation``, Ray backend: one actor per CPU,
-   ``RAY_ADDRESS`` for a cluster) runs the ``ServerApp`` (``server.py``) and one ``ClientApp``
-   (``client.py``) per centre (``engine: "inprocess"``: the same apps, messages delivered in this process,
-   ``inprocess.py``); each round's record (loss, held-out loss, dropped centres, bytes, every
-   centre's epsilon) goes to ``progress`` and to ``run/rounds.jsonl``;
+3. the rounds (``server.run_rounds``: aggregation, held-out loss after every round, dropout tolerance,
+   accounting) run on one of three engines, each round's record (loss, held-out loss, dropped centres,
+   bytes, every centre's epsilon) going to ``progress`` and to ``run/rounds.jsonl``:
+   - ``"ray"``: Flower's simulation engine (``flwr.simulation.run_simulation``, Ray backend: one actor per
+     CPU, ``RAY_ADDRESS`` for a cluster), one ``ClientApp`` (``client.py``) per centre;
+   - ``"inprocess"``: the same apps, messages delivered in this process (``inprocess.py``);
+   - ``"deployment"``: ``deploy.server_app`` submitted to the coordinator's running SuperLink, whose
+     SuperNodes are the centres (``deployment.py``; stopped with the job);
 4. the final global adapter is merged and exported like a centralised run's, evaluated again, and
    registered as candidate versions whose ``config`` records every centre's id, example count and
    epsilon (never data), the partition (counts only) and the rounds.
@@ -34,7 +39,14 @@ from training import data as training_data
 from training.config import FinetuneConfig
 from training.run import RunCancelled, TrainingTimeLimit, _remove_partial, answer_weights, prepare_data, resolve_base
 
-from .centres import centre_ids, describe, partition_by_year
+from .centres import (
+    centre_ids,
+    describe,
+    load_mesh_tree_numbers,
+    partition_by_mesh,
+    partition_by_year,
+    record_branches,
+)
 from .config import FederatedConfig
 
 ROUNDS_FILE = "rounds.jsonl"
@@ -43,10 +55,17 @@ ROUNDS_FILE = "rounds.jsonl"
 def assign_centres(prepared_train: list[training_data.Example], records: list[training_data.Record],
                    fed: FederatedConfig) -> tuple[dict[str, str], list[dict]]:
     """Example group (record id) -> centre, and the partition report (counts only)."""
-    in_training = {e.group for e in prepared_train}
-    bands = partition_by_year([r for r in records if r.id in in_training], fed.centres)
+    in_training = [r for r in records if r.id in {e.group for e in prepared_train}]
+    branches = None
+    if fed.partition == "mesh":
+        from medassist.common.data_paths import shared_path
+
+        branches = record_branches(in_training, load_mesh_tree_numbers(shared_path("mesh", must_exist=True)))
+        bands = partition_by_mesh(in_training, fed.centres, branches)
+    else:
+        bands = partition_by_year(in_training, fed.centres)
     by_group = {r.id: centre for centre, band in bands.items() for r in band}
-    return by_group, describe(bands)
+    return by_group, describe(bands, branches)
 
 
 def write_centre_files(tokenized, groups: list[str], by_group: dict[str, str], config: FinetuneConfig,
@@ -65,39 +84,6 @@ def write_centre_files(tokenized, groups: list[str], by_group: dict[str, str], c
             raise ValueError(f"{centre} has no training examples: use fewer centres or more data")
         torch.save(examples, out / f"{centre}.pt")
     return {centre: len(examples) for centre, examples in per_centre.items()}
-
-
-class HeldOutLoss:
-    """Mean assistant-token loss of the held-out questions under a given adapter (the server's per-round check)."""
-
-    def __init__(self, base_dir: Path, config: FinetuneConfig, examples: list[dict], pad_token_id: int):
-        from training.trainer import AssistantTokenLoss, load_lora_model
-
-        self.model = load_lora_model(str(base_dir), config)
-        self.model.eval()
-        self.loss = AssistantTokenLoss(self.model)
-        self.examples = examples
-        self.pad_token_id = pad_token_id
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, param in self.model.named_parameters():
-                if name in state:
-                    param.copy_(state[name])
-
-    def __call__(self, state: dict[str, torch.Tensor]) -> dict:
-        from training.trainer import collate
-
-        if not self.examples:
-            return {}
-        self.load(state)
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, len(self.examples), 8):
-                batch = collate(self.examples[start:start + 8], self.pad_token_id)
-                loss, _ = self.loss(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["weights"])
-                total += float(loss) * batch["input_ids"].shape[0]
-        return {"eval_loss": round(total / len(self.examples), 5)}
 
 
 def simulate(plan, *, centres: int, cpus_per_centre: int = 1, engine: str = "ray") -> dict:
@@ -139,39 +125,48 @@ def simulate(plan, *, centres: int, cpus_per_centre: int = 1, engine: str = "ray
 def train_federated(config: FinetuneConfig, fed: FederatedConfig, *, base_dir: Path, run_dir: Path,
                     report: Callable[[dict], None], cancelled: Callable[[], bool], out_of_time: Callable[[], bool],
                     time_limit_s: float | None = None, inspect: Callable | None = None,
-                    evaluate_base: bool = True) -> dict:
+                    evaluate_base: bool = True, superlink=None) -> dict:
     """Data -> centres -> base evaluation -> federated rounds -> ``run_dir/adapter``; nothing registered.
 
-    Returns {"prepared", "partition", "outcome" (state, rounds, centres), "adapter_dir", "before", "timings"}.
-    The centres' files are deleted when it returns or fails.
+    Simulated (``fed.engine`` "ray" / "inprocess"), the training data is split into centre files here and
+    deleted when it returns or fails. Deployed ("deployment", ``superlink``: a ``deployment.SuperLink``), the
+    centres train on their own data at their sites; only the held-out questions are read here, and the
+    partition is what the centres report (ids and example counts). ``inspect`` sees replies in simulation only.
+
+    Returns {"prepared", "partition", "outcome" (rounds, centres; state in simulation), "adapter_dir",
+    "before", "timings"}.
     """
     from transformers import AutoTokenizer
 
     from training.evaluate import evaluate_generator, load_generator
-    from training.trainer import lora_state
 
-    from .server import FederatedStopped, ServerPlan
+    from .server import FederatedStopped
 
+    deployed = fed.engine == "deployment"
+    if deployed and superlink is None:
+        raise ValueError("engine deployment needs a SuperLink")
     timings: dict[str, float] = {}
     try:
-        report({"stage": "preparing data", "mode": "federated"})
+        report({"stage": "preparing data", "mode": "federated", "engine": fed.engine})
         t = time.perf_counter()
         prepared = prepare_data(config)
-        records = [r for source in config.sources for r in training_data.read_records(source)]
-        by_group, partition = assign_centres(prepared.train, records, fed)
-        tokenized = training_data.tokenize_examples(prepared.train, base_dir, max_length=config.max_length,
-                                                    workers=config.data_workers)
         tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        sizes = write_centre_files(tokenized, [e.group for e in prepared.train], by_group, config, fed,
-                                   run_dir / "centres")
-        for row in partition:
-            row["examples"] = sizes[row["centre"]]
         eval_tokenized = training_data.tokenize_examples(prepared.eval_qa, base_dir, max_length=config.max_length)
         eval_examples = [{"input_ids": e.input_ids, "labels": e.labels, "weights": [1.0] * len(e.labels)}
                          for e in eval_tokenized]
+        partition: list[dict] = []
+        if not deployed:  # the simulated centres' data: one file each, read only by that centre
+            records = [r for source in config.sources for r in training_data.read_records(source)]
+            by_group, partition = assign_centres(prepared.train, records, fed)
+            tokenized = training_data.tokenize_examples(prepared.train, base_dir, max_length=config.max_length,
+                                                        workers=config.data_workers)
+            sizes = write_centre_files(tokenized, [e.group for e in prepared.train], by_group, config, fed,
+                                       run_dir / "centres")
+            for row in partition:
+                row["examples"] = sizes[row["centre"]]
+            report({"stage": "partitioned", "partition": partition})
         timings["data_s"] = round(time.perf_counter() - t, 1)
-        report({"stage": "partitioned", "partition": partition})
         if cancelled():
             raise RunCancelled("cancelled before training")
 
@@ -183,39 +178,32 @@ def train_federated(config: FinetuneConfig, fed: FederatedConfig, *, base_dir: P
                                         predictions_path=run_dir / "eval_before.jsonl")
             timings["evaluate_before_s"] = round(time.perf_counter() - t, 1)
 
-        held_out = HeldOutLoss(base_dir, config, eval_examples, pad_id)
-        rounds_path = run_dir / ROUNDS_FILE
-
-        def on_round(record: dict) -> None:
-            with open(rounds_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        def report_round(record: dict) -> None:
             try:
                 report({"stage": "federated round", **record})
             except Exception:  # progress reporting must never break training
                 pass
 
-        train_config = {"finetune": json.dumps(config.as_dict()), "local-steps": fed.local_steps,
-                        "pad-token-id": int(pad_id), "base-dir": str(base_dir),
-                        "simulation-data-dir": str(run_dir / "centres"),
-                        # in process, a centre has the whole machine while it trains (one at a time)
-                        "threads": fed.threads_per_centre if fed.engine == "ray" else 0}
-        plan = ServerPlan(fed=fed, initial_state=lora_state(held_out.model), train_config=train_config,
-                          evaluate=held_out, on_round=on_round, should_stop=lambda: cancelled() or out_of_time(),
-                          inspect=inspect, dp_delta=config.dp_delta)
-        report({"stage": "federated training", "centres": fed.centres, "rounds": fed.rounds})
+        report({"stage": "federated training", "centres": fed.centres, "rounds": fed.rounds, "engine": fed.engine})
+        adapter_dir = run_dir / "adapter"
         t = time.perf_counter()
         try:
-            outcome = simulate(plan, centres=fed.centres, engine=fed.engine)
+            if deployed:
+                outcome = _train_deployed(config, fed, superlink, base_dir=base_dir, run_dir=run_dir, pad_id=pad_id,
+                                          eval_examples=eval_examples, report=report, on_round=report_round,
+                                          should_stop=lambda: cancelled() or out_of_time())
+                partition = [{"centre": c["id"], "examples": c["examples"]} for c in
+                             sorted(outcome["centres"].values(), key=lambda c: c["id"])]
+            else:
+                outcome = _train_simulated(config, fed, base_dir=base_dir, run_dir=run_dir, pad_id=pad_id,
+                                           eval_examples=eval_examples, on_round=report_round,
+                                           should_stop=lambda: cancelled() or out_of_time(), inspect=inspect)
         except FederatedStopped as exc:
             if cancelled():
                 raise RunCancelled(str(exc)) from exc
             raise TrainingTimeLimit(f"{exc} after the {time_limit_s:.0f} s time limit (federated runs do not "
                                     "resume: run fewer rounds or steps)") from exc
         timings["train_s"] = round(time.perf_counter() - t, 1)
-
-        held_out.load(outcome["state"])
-        adapter_dir = run_dir / "adapter"
-        held_out.model.save_pretrained(adapter_dir)
         if cancelled():
             raise RunCancelled("cancelled after training")
     finally:
@@ -224,11 +212,61 @@ def train_federated(config: FinetuneConfig, fed: FederatedConfig, *, base_dir: P
             "before": before, "timings": timings}
 
 
+def _train_simulated(config: FinetuneConfig, fed: FederatedConfig, *, base_dir: Path, run_dir: Path, pad_id: int,
+                     eval_examples: list[dict], on_round: Callable[[dict], None], should_stop: Callable[[], bool],
+                     inspect: Callable | None) -> dict:
+    """Flower's simulation engine (or the in-process grid) on the centre files; the adapter to ``run_dir/adapter``."""
+    from training.trainer import lora_state
+
+    from .server import HeldOutLoss, ServerPlan
+
+    held_out = HeldOutLoss(base_dir, config, eval_examples, pad_id)
+    rounds_path = run_dir / ROUNDS_FILE
+
+    def log_round(record: dict) -> None:  # the same file the deployed ServerApp writes
+        with open(rounds_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        on_round(record)
+
+    train_config = {"finetune": json.dumps(config.as_dict()), "local-steps": fed.local_steps,
+                    "pad-token-id": int(pad_id), "base-dir": str(base_dir),
+                    "simulation-data-dir": str(run_dir / "centres"),
+                    # in process, a centre has the whole machine while it trains (one at a time)
+                    "threads": fed.threads_per_centre if fed.engine == "ray" else 0}
+    plan = ServerPlan(fed=fed, initial_state=lora_state(held_out.model), train_config=train_config,
+                      evaluate=held_out, on_round=log_round, should_stop=should_stop, inspect=inspect,
+                      dp_delta=config.dp_delta)
+    outcome = simulate(plan, centres=fed.centres, engine=fed.engine)
+    held_out.load(outcome["state"])
+    held_out.model.save_pretrained(run_dir / "adapter")
+    return outcome
+
+
+def _train_deployed(config: FinetuneConfig, fed: FederatedConfig, superlink, *, base_dir: Path, run_dir: Path,
+                    pad_id: int, eval_examples: list[dict], report: Callable[[dict], None],
+                    on_round: Callable[[dict], None], should_stop: Callable[[], bool]) -> dict:
+    """The same ServerApp rounds on the coordinator's SuperLink; its SuperNodes are the centres."""
+    from .deployment import run_deployed
+
+    eval_path = run_dir / "eval_examples.pt"  # held-out questions: scored by the ServerApp after every round
+    torch.save(eval_examples, eval_path)
+    recipe = {"finetune": config.as_dict(), "federated": fed.as_dict(), "base-dir": str(base_dir),
+              "pad-token-id": int(pad_id), "eval-path": str(eval_path)}
+    try:
+        return run_deployed(superlink, recipe=recipe, run_dir=run_dir, on_round=on_round, should_stop=should_stop,
+                            on_submitted=lambda run_id: report({"stage": "federated training", "flower_run": run_id,
+                                                                "superlink": superlink.address,
+                                                                "centres": fed.centres, "rounds": fed.rounds}))
+    finally:
+        eval_path.unlink(missing_ok=True)
+
+
 def federated_finetune(config: FinetuneConfig, fed: FederatedConfig, *, name: str | None = None,
                        progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                        model_dir: Path | None = None, time_limit_s: float | None = None,
-                       inspect: Callable | None = None) -> dict:
-    """Run one federated recipe in simulation; returns the summary (candidates, metrics, centres, rounds)."""
+                       inspect: Callable | None = None, superlink=None) -> dict:
+    """Run one federated recipe (simulated, or deployed on ``superlink``, by default the settings' SuperLink);
+    returns the summary (candidates, metrics, centres, rounds)."""
     from training.evaluate import evaluate_generator, load_generator
     from training.export import base_weights, build_artifacts, register_candidates
 
@@ -236,6 +274,10 @@ def federated_finetune(config: FinetuneConfig, fed: FederatedConfig, *, name: st
 
     started = time.perf_counter()
     report = progress or (lambda record: None)
+    if fed.engine == "deployment" and superlink is None:
+        from .deployment import SuperLink
+
+        superlink = SuperLink.from_settings()  # ConfigError before anything is made
     base = resolve_base(config)
     base_dir, parent = base_weights(base)
     name = name or f"{parent.name.split('+')[0]}+fedlora-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -256,7 +298,7 @@ def federated_finetune(config: FinetuneConfig, fed: FederatedConfig, *, name: st
     try:
         trained_run = train_federated(config, fed, base_dir=base_dir, run_dir=run_dir, report=report,
                                       cancelled=cancelled, out_of_time=out_of_time, time_limit_s=time_limit_s,
-                                      inspect=inspect)
+                                      inspect=inspect, superlink=superlink)
         prepared, partition, outcome = trained_run["prepared"], trained_run["partition"], trained_run["outcome"]
         before, adapter_dir = trained_run["before"], trained_run["adapter_dir"]
         timings.update(trained_run["timings"])
@@ -286,7 +328,9 @@ def federated_finetune(config: FinetuneConfig, fed: FederatedConfig, *, name: st
                             "noise_multiplier": config.noise_multiplier if config.dp else None,
                             "central": fed.central_dp,
                             "central_epsilon": central_epsilon(fed, len(trained), config.dp_delta)},
-                     "engine": {"ray": "flwr.simulation (Ray backend)", "inprocess": "in-process grid"}[fed.engine],
+                     "engine": {"ray": "flwr.simulation (Ray backend)", "inprocess": "in-process grid",
+                                "deployment": f"Flower deployment (SuperLink {getattr(superlink, 'address', '')}, "
+                                              f"run {outcome.get('run_id')})"}[fed.engine],
                      "recipe": fed.as_dict()}
         metrics = {"before": before, "after": after, "evaluation": prepared.evaluation_key,
                    "training": {"mode": "federated", "rounds": rounds, "centres": centres,

@@ -10,6 +10,8 @@
 4. the server evaluates the global adapter on the held-out questions (``evaluate``) and hands one
    record per round (loss, dropped centres, bytes each way, each centre's epsilon) to ``on_round``.
 
+``HeldOutLoss`` is that check: the mean assistant-token loss of the held-out questions, computed at the
+coordinator (in simulation, in the job's process; deployed, in the ServerApp next to the SuperLink).
 ``plan.inspect`` (optional) sees every reply the server receives, before aggregation.
 The outcome (final adapter state, rounds, per-centre info) is left in ``plan.outcome``.
 """
@@ -18,10 +20,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import FederatedConfig
+
+if TYPE_CHECKING:
+    from training.config import FinetuneConfig
 
 try:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message
@@ -72,6 +79,39 @@ def central_epsilon(fed: FederatedConfig, rounds: int, delta: float) -> float | 
     accountant = RDPAccountant()
     accountant.history = [(fed.central_noise_multiplier, 1.0, rounds)]
     return round(float(accountant.get_epsilon(delta)), 4)
+
+
+class HeldOutLoss:
+    """Mean assistant-token loss of the held-out questions under a given adapter (the server's per-round check)."""
+
+    def __init__(self, base_dir: Path, config: FinetuneConfig, examples: list[dict], pad_token_id: int):
+        from training.trainer import AssistantTokenLoss, load_lora_model
+
+        self.model = load_lora_model(str(base_dir), config)
+        self.model.eval()
+        self.loss = AssistantTokenLoss(self.model)
+        self.examples = examples
+        self.pad_token_id = pad_token_id
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in state:
+                    param.copy_(state[name])
+
+    def __call__(self, state: dict[str, torch.Tensor]) -> dict:
+        from training.trainer import collate
+
+        if not self.examples:
+            return {}
+        self.load(state)
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(self.examples), 8):
+                batch = collate(self.examples[start:start + 8], self.pad_token_id)
+                loss, _ = self.loss(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["weights"])
+                total += float(loss) * batch["input_ids"].shape[0]
+        return {"eval_loss": round(total / len(self.examples), 5)}
 
 
 @dataclass

@@ -97,11 +97,10 @@ class Command(BaseCommand):
             command += ["--auth-supernode-private-key", auth_private_key]
         self.stdout.write("starting: " + " ".join(command))
         # The ClientApp runs in processes the SuperNode starts (flower-superexec, flwr-clientapp, found on
-        # PATH next to this Python): they must find those programs and import this project.
-        env = {**os.environ,
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH", "")]))}
-        raise SystemExit(subprocess.call(command, env=env))
+        # PATH next to this Python): they must find those programs and import this project. No telemetry.
+        from training.federated.deployment import flower_env
+
+        raise SystemExit(subprocess.call(command, env=flower_env()))
 
     def _active_base_dir(self) -> Path:
         from training.config import FinetuneConfig
