@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 TASKS = ("qa", "summary")
 LABELS = ("yes", "no", "maybe")
 IGNORE_INDEX = -100  # labels value torch's cross-entropy skips
-RATIONALE_MAX_WORDS = 60  # the second QA reply: the conclusion's first sentence or two, up to about this long
+RATIONALE_MAX_WORDS = 60  # the rationale reply: the conclusion's first sentence or two, up to about this long
 _SOURCE_KINDS = ("pubmedqa", "medline", "jsonl")
 # "CONCLUSIONS: ..." lines in text the parser flattened (corpus documents, JSONL): the parser writes
 # labelled sections as "LABEL: body" lines.
@@ -79,7 +79,7 @@ class Record:
 @dataclass(frozen=True)
 class Example:
     id: str  # "<record id>:<task>" (stable)
-    task: str  # "qa" | "summary"
+    task: str  # "qa" | "rationale" | "summary" | "diagnosis"
     turns: tuple[tuple[str, str], ...]  # (user message, assistant reply) pairs; the loss covers assistant replies only
     label: str | None = None  # qa: yes/no/maybe
     group: str = ""  # record id: folds split on it, so no record is in both training and evaluation
@@ -257,16 +257,20 @@ def build_examples(records: Iterable[Record], *, tasks: Sequence[str] = TASKS, i
                    augment: Augmentation | None = None, seed: int = 0) -> list[Example]:
     """Chat examples, record by record, in the order of ``tasks``.
 
-    - qa (records with a question and a label): turn 1 is the literature kind's question prompt, answered
-      "Yes."/"No."/"Maybe." (the label surface it scores); turn 2 asks for the rationale and is answered
-      with the start of the conclusion. ``include_conclusion_in_qa`` puts the conclusion back into the
-      abstract, as users submit whole abstracts; False is PubMedQA's reasoning-required setting.
+    - qa (records with a question and a label): the literature kind's question prompt, answered
+      "Yes."/"No."/"Maybe." (the label surface it scores; task "qa"), and, where there is a conclusion, the
+      kind's rationale request (``prompts.rationale_prompt``: the question, the label and the evidence
+      sentences of the abstract as submitted) answered with the start of the conclusion (task
+      "rationale", its own example, as it is served as its own request). ``include_conclusion_in_qa``
+      puts the conclusion back into the abstract, as users submit whole abstracts; False is PubMedQA's
+      reasoning-required setting.
     - summary (records with a body and a conclusion): the kind's summary prompt over the body without its
       conclusion, answered with the conclusion.
     ``augment`` (training data only) rewrites abstract text with synonyms, from a random stream per
     (seed, record, task), so the result does not depend on record order or on which other tasks are built.
     """
     from medassist.knowledge import prompts  # the served prompts: never copied here
+    from medassist.knowledge.summarize import evidence_input
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -287,12 +291,18 @@ def build_examples(records: Iterable[Record], *, tasks: Sequence[str] = TASKS, i
                 if include_conclusion_in_qa and record.conclusion:
                     text = f"{text}\n{record.conclusion}" if text else record.conclusion
                 question = record.question.strip()  # literature.run strips the question too
-                turns = [(f"{block(record, text, task)}\n\nQuestion: {question}\n{prompts.QA_INSTRUCTION}",
-                          f"{prompts.ANSWER_SURFACE[record.label]}.")]
+                asked = f"{block(record, text, task)}\n\nQuestion: {question}\n{prompts.QA_INSTRUCTION}"
+                examples.append(Example(id=f"{record.id}:qa", task="qa",
+                                        turns=((asked, f"{prompts.ANSWER_SURFACE[record.label]}."),),
+                                        label=record.label, group=record.id))
                 if rationale := _rationale(record.conclusion):
-                    turns.append((prompts.RATIONALE_INSTRUCTION, rationale))
-                examples.append(Example(id=f"{record.id}:qa", task="qa", turns=tuple(turns), label=record.label,
-                                        group=record.id))
+                    # served as its own request over the evidence sentences the answer rests on
+                    # (knowledge.summarize.evidence_input, read from the text as submitted)
+                    evidence = evidence_input(text)["conclusion"] if text.strip() else ""
+                    examples.append(Example(
+                        id=f"{record.id}:rationale", task="rationale",
+                        turns=((prompts.rationale_prompt(question, evidence, record.label), rationale),),
+                        group=record.id))
             elif task == "summary" and record.conclusion and record.text.strip():
                 user = f"{block(record, record.text, task)}\n\n{prompts.SUMMARY_INSTRUCTION}"
                 examples.append(Example(id=f"{record.id}:summary", task="summary", turns=((user, record.conclusion),),

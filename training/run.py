@@ -79,8 +79,9 @@ def prepare_data(config: FinetuneConfig) -> PreparedData:
         train += training_data.diagnosis_examples(seed=config.seed)
     if config.max_train_examples:
         train = train[:config.max_train_examples]
-    eval_qa = training_data.build_examples(eval_records, tasks=("qa",),
-                                           include_conclusion_in_qa=config.include_conclusion_in_qa)
+    eval_qa = [e for e in training_data.build_examples(eval_records, tasks=("qa",),
+                                                       include_conclusion_in_qa=config.include_conclusion_in_qa)
+               if e.task == "qa"]  # the questions (not their rationale requests)
     if config.max_eval_examples:
         eval_qa = eval_qa[:config.max_eval_examples]
         kept = {e.group for e in eval_qa}

@@ -17,7 +17,8 @@
   which names the sentences and n-grams it used. An abstract that mentions none of the question's
   concepts and under ``QUESTION_OVERLAP_MIN`` of its words does not address it: its answer is "maybe",
   flagged ``addresses_question: false``. Then a
-  short generated rationale for the chosen label.
+  short generated rationale for the chosen label, written from the question and the evidence sentences
+  alone (``prompts.rationale_prompt``: about 80 tokens to read instead of the whole abstract).
 - ``add_to_corpus`` (opt-in): each abstract becomes a knowledge ``Document`` (source "job") linked
   to its concepts (all types, whatever ``concept_types`` reports), and the corpus co-occurrence graph
   that the ``hypothesis`` kind ranks with counts it; see ``medassist.knowledge.services``.  A PMID
@@ -37,10 +38,10 @@ from medassist.knowledge import selectors
 from medassist.knowledge.prompts import (
     ANSWER_LABELS,
     ANSWER_SURFACE,
-    RATIONALE_INSTRUCTION,
     SUMMARY_INSTRUCTION,
     abstract_block,
     question_prompt,
+    rationale_prompt,
     summary_prompt,
 )
 from medassist.knowledge.services import corpus_add_documents, corpus_document_error
@@ -154,6 +155,7 @@ RESULT_SCHEMA = {
                 "model_version": {"type": "string"}}},
             "rationale": {"type": "string", "description": "generated; absent with rationale: false"},
             "rationale_model_version": {"type": "string"},
+            "rationale_input": {"type": "string", "description": "what the generator read to write the rationale"},
             "model_version": {"type": "string", "description": "the answer-evidence model the label rests on"},
             "method": {"type": "string"}}},
         "corpus": {"type": "object", "description": "with add_to_corpus: the item's knowledge document", "properties": {
@@ -293,7 +295,7 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
     reader = runtime.engine(ModelVersion.Role.ANSWER_EVIDENCE)
     reader_label = runtime.version_label(ModelVersion.Role.ANSWER_EVIDENCE)
     concepts_of_question: dict[str, list[dict]] = {}  # most jobs ask one question of every item
-    answers, pooled, evidence = [], [], []
+    answers, pooled, evidence, evidence_text = [], [], [], []
     for item, question, found, gen_p in zip(batch, asked, extracted, generator_p, strict=True):
         if question not in concepts_of_question:
             concepts_of_question[question] = concept_finder.extract_concepts(
@@ -310,6 +312,7 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
         probabilities = pool_label_probabilities(gen_p, reading["probabilities"], weight)
         # An abstract about something else cannot settle the question, whatever either reading says.
         answers.append(max(probabilities, key=probabilities.get) if addresses else "maybe")
+        evidence_text.append(conclusion)
         pooled.append(probabilities)
         evidence.append({
             "conclusion": {"text": conclusion, "spans": [{"start": s, "end": e} for s, e in spans],
@@ -321,10 +324,11 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
     rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
     rationales: list = [None] * len(batch)
     if params.get("rationale", True) and generator is not None:
-        # A second turn: the chosen label is the answer; the generator is then asked why.
+        # The chosen label is the answer; the generator is asked why, reading the question and the evidence
+        # sentences only (a short prompt: the whole abstract was most of the cost of every rationale).
         rationales = generator.generate(
-            [generator.chat_prompt(RATIONALE_INSTRUCTION, history=[(q, f"{ANSWER_SURFACE[answer]}.")])
-             for q, answer in zip(questions, answers, strict=True)], rationale_settings)
+            [generator.chat_prompt(rationale_prompt(question, text, answer))
+             for question, text, answer in zip(asked, evidence_text, answers, strict=True)], rationale_settings)
     for result, question, answer, probs, gen_p, used, rationale in zip(
             results, asked, answers, pooled, generator_p, evidence, rationales, strict=True):
         pooled_in = gen_p is not None
@@ -344,6 +348,7 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
             result["answer"]["generator_probabilities"] = {k: round(v, 4) for k, v in gen_p.items()}
         if rationale is not None:
             result["answer"].update(rationale=rationale, rationale_settings=rationale_settings.as_dict(),
+                                    rationale_input="the question and the evidence conclusion (evidence.conclusion)",
                                     rationale_model_version=runtime.version_label(ModelVersion.Role.GENERATOR))
 
 

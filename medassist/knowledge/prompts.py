@@ -10,7 +10,10 @@ ANSWER_LABELS = ("yes", "no", "maybe")
 ANSWER_SURFACE = {"yes": "Yes", "no": "No", "maybe": "Maybe"}
 SUMMARY_INSTRUCTION = "Summarize the abstract above in one or two sentences."
 QA_INSTRUCTION = "Answer the question about the abstract above with yes, no or maybe."
-RATIONALE_INSTRUCTION = "Explain your answer in one sentence, citing the abstract."
+RATIONALE_INSTRUCTION = "Explain the answer in one sentence, citing the evidence."
+# The rationale reads the evidence the answer rests on (the conclusion sentences the answer-evidence model
+# read), not the whole abstract: about 80 tokens to prefill instead of about 400 (issue 16).
+RATIONALE_EVIDENCE_MAX_WORDS = 80
 
 
 def abstract_block(item: dict) -> str:
@@ -26,6 +29,16 @@ def summary_prompt(item: dict) -> str:
 def question_prompt(item: dict, question: str) -> str:
     """The yes/no/maybe request about one abstract (``question`` already stripped)."""
     return f"{abstract_block(item)}\n\nQuestion: {question}\n{QA_INSTRUCTION}"
+
+
+def rationale_prompt(question: str, evidence: str, label: str) -> str:
+    """Why ``label`` answers ``question``, asked over the evidence sentences alone (at most
+    ``RATIONALE_EVIDENCE_MAX_WORDS`` words of them): a one-turn request, served and fine-tuned alike."""
+    words = evidence.split()
+    if len(words) > RATIONALE_EVIDENCE_MAX_WORDS:
+        evidence = " ".join(words[:RATIONALE_EVIDENCE_MAX_WORDS]) + " …"
+    return (f"Evidence: {evidence.strip()}\n\nQuestion: {question}\nAnswer: {ANSWER_SURFACE[label]}.\n"
+            f"{RATIONALE_INSTRUCTION}")
 
 
 def diagnosis_explain_prompt(findings: list[dict], top_name: str) -> str:

@@ -173,15 +173,22 @@ def _served_conversations(record: Record) -> list[tuple[str, tuple]]:
 @pytest.mark.parametrize("title", ["", "A title"])
 def test_examples_are_the_served_prompts(pubmedqa, title, settings):
     # With the generator's label likelihood pooled in, the served QA turn is asked on its own (the scoring
-    # pass) and again as the rationale's history; both must be the training example's turn.
+    # pass); the rationale is its own request over the question, the label and the evidence sentences.
+    # Both must be the training examples' turns.
     settings.MEDASSIST_QA_GENERATOR_WEIGHT = 0.25
     for record in pubmedqa[:3]:
         record = Record(**{**record.__dict__, "title": title})
-        qa, summary = build_examples([record])
+        qa, why_example, summary = build_examples([record])
         (asked, none), (why, history), (summarize, _) = _served_conversations(record)
-        assert qa.turns[0] == (asked, f"{prompts.ANSWER_SURFACE[record.label]}.") and none == ()
-        assert qa.turns[1][0] == why == prompts.RATIONALE_INSTRUCTION and history == (qa.turns[0],)
-        assert record.conclusion.startswith(qa.turns[1][1].removesuffix(" …"))
+        assert qa.turns == ((asked, f"{prompts.ANSWER_SURFACE[record.label]}."),) and none == ()
+        assert why_example.turns[0][0] == why and history == () and len(why_example.turns) == 1
+        assert prompts.RATIONALE_INSTRUCTION in why and f"Question: {record.question}" in why
+        # the short prompt: the evidence sentences (at most RATIONALE_EVIDENCE_MAX_WORDS words), not the abstract
+        assert "Abstract: " not in why
+        assert len(why.split()) <= prompts.RATIONALE_EVIDENCE_MAX_WORDS + len(record.question.split()) + 20
+        assert record.conclusion.startswith(why_example.turns[0][1].removesuffix(" …"))
+        assert (why_example.id, why_example.task, why_example.label, why_example.group) == (
+            f"{record.id}:rationale", "rationale", None, record.id)
         assert summary.turns == ((summarize, record.conclusion),)
         assert (qa.id, qa.task, qa.label, qa.group) == (f"{record.id}:qa", "qa", record.label, record.id)
         assert (summary.id, summary.label) == (f"{record.id}:summary", None)
@@ -189,10 +196,12 @@ def test_examples_are_the_served_prompts(pubmedqa, title, settings):
 
 def test_examples_options():
     record = _record()
-    with_conclusion, = build_examples([record], tasks=("qa",))
-    without, = build_examples([record], tasks=("qa",), include_conclusion_in_qa=False)
+    with_conclusion, rationale = build_examples([record], tasks=("qa",))
+    without, rationale_without = build_examples([record], tasks=("qa",), include_conclusion_in_qa=False)
     assert record.conclusion in with_conclusion.turns[0][0] and record.conclusion not in without.turns[0][0]
-    assert with_conclusion.turns[1][1] == "Aspirin reduced deaths. It was safe."  # both sentences fit
+    assert rationale.turns[0][1] == rationale_without.turns[0][1] == "Aspirin reduced deaths. It was safe."
+    # the evidence it is asked over: the abstract's conclusion when submitted with it, else its last sentences
+    assert record.conclusion in rationale.turns[0][0] and record.conclusion not in rationale_without.turns[0][0]
     assert build_examples([_record(question=None)]) == build_examples([_record()], tasks=("summary",))
     assert build_examples([_record(conclusion="")], tasks=("summary",)) == []
     with pytest.raises(ValueError, match="tasks: translation unknown"):
@@ -293,6 +302,9 @@ def test_tokenize_with_the_real_chat_template(pubmedqa, smollm2_dir):
     # Too long: the abstract loses its start; question, instruction and every reply stay whole.
     short = tokenize_examples(examples, smollm2_dir, max_length=250)
     for example, full, cut in zip(examples, tokenized, short, strict=True):
+        if example.task == "rationale":  # the evidence sentences only (capped): it fits whole
+            assert cut.input_ids == full.input_ids and len(full.input_ids) <= 250
+            continue
         assert len(cut.input_ids) <= 250 < len(full.input_ids)
         assert _labelled_runs(cut) == _labelled_runs(full)
         text = tokenizer.decode(cut.input_ids)
@@ -317,8 +329,9 @@ def test_tokenize_without_a_chat_template(tiny_tokenizer_dir):
         assert result.input_ids[:-len(replies[-1]) - 1] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     long = _record(text=" ".join(["Patients with myocardial infarction took aspirin daily."] * 60))
-    cut, = tokenize_examples(build_examples([long], tasks=("qa",)), tiny_tokenizer_dir, max_length=64)
-    full, = tokenize_examples(build_examples([long], tasks=("qa",)), tiny_tokenizer_dir, max_length=4096)
+    question_only = [e for e in build_examples([long], tasks=("qa",)) if e.task == "qa"]
+    cut, = tokenize_examples(question_only, tiny_tokenizer_dir, max_length=64)
+    full, = tokenize_examples(question_only, tiny_tokenizer_dir, max_length=4096)
     assert len(cut.input_ids) <= 64 < len(full.input_ids)
     assert _labelled_runs(cut) == _labelled_runs(full)
     assert "does aspirin help?" in tokenizer.decode(cut.input_ids)  # (uncased vocabulary)

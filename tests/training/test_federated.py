@@ -216,7 +216,8 @@ def test_federated_node_prepares_only_local_examples_and_insists_on_tls(tiny_mod
         call_command("federated_node", *common[:2], "--superlink", "https://x", *common[4:], "--prepare-only")
     call_command("federated_node", *common, "--prepare-only")
     examples = torch.load(tmp_path / "examples.pt", weights_only=True)
-    assert len(examples) == 500 and set(examples[0]) == {"input_ids", "labels", "weights"}
+    # every question twice: its yes/no/maybe turn and its rationale request (both as served)
+    assert len(examples) == 2 * 500 and set(examples[0]) == {"input_ids", "labels", "weights"}
 
 
 def _free_port() -> int:
@@ -327,7 +328,8 @@ def test_deployment_superlink_and_two_supernodes_as_processes_complete_a_round(t
         assert (out / "outcome.json").exists(), logs
         outcome = json.loads((out / "outcome.json").read_text())
         assert [r["round"] for r in outcome["rounds"]] == [1] and outcome["rounds"][0]["dropped"] == []
-        assert {c["id"]: c["examples"] for c in outcome["centres"]} == sizes
+        # a question and its rationale request per record
+        assert {c["id"]: c["examples"] for c in outcome["centres"]} == {c: 2 * n for c, n in sizes.items()}
         assert (out / "adapter" / "adapter_model.safetensors").is_file()
     finally:
         _stop_process_trees(processes)
@@ -482,12 +484,13 @@ def test_deployed_finetune_job_over_tls_with_node_authentication_registers_a_can
 
     result = item.result
     assert result["mode"] == "federated" and result["training"]["rounds"] == 1
-    assert result["partition"] == [{"centre": c, "examples": n} for c, n in CENTRE_SIZES.items()]
+    # each record gives a question and its rationale request
+    assert result["partition"] == [{"centre": c, "examples": 2 * n} for c, n in CENTRE_SIZES.items()]
     candidate = ModelVersion.objects.get(pk=result["candidate_ids"][0])
     assert candidate.status == "candidate" and candidate.parent_id == tiny_models["generator"].pk
     federated = candidate.config["federated"]
     # Only the registered centres trained: the unregistered and the plain-HTTP node never got work.
-    assert {c["id"]: c["examples"] for c in federated["centres"]} == CENTRE_SIZES
+    assert {c["id"]: c["examples"] for c in federated["centres"]} == {c: 2 * n for c, n in CENTRE_SIZES.items()}
     assert federated["engine"].startswith("Flower deployment (SuperLink 127.0.0.1:")
     assert set(candidate.metrics["after"]) >= {"accuracy", "nll"}
     run_dir = model_dir / "finetuned" / "fed-deployed" / "run"

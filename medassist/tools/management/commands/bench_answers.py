@@ -162,7 +162,7 @@ class Command(BaseCommand):
         except (ModelVersion.DoesNotExist, ValueError) as exc:
             raise CommandError(f"--generator {generator}: no such generator version") from exc
         engine = load_engine(version, threads=settings.MEDASSIST_TORCH_THREADS)
-        examples = build_examples(records, tasks=["qa"])
+        examples = [e for e in build_examples(records, tasks=["qa"]) if e.task == "qa"]
         started = time.perf_counter()
         scores = {}
         for start in self._progress(range(0, len(examples), 16), desc="generator", unit="batch"):

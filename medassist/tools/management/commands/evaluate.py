@@ -744,8 +744,8 @@ class Command(BaseCommand):
             accuracies = []
             for f in progress(evaluated, desc=f"qa: {name}, folds", enabled=self.progress):
                 held = set(folds[f])
-                examples = build_examples([r for r in records if r.id in held], tasks=("qa",),
-                                          include_conclusion_in_qa=include_conclusion)
+                examples = [e for e in build_examples([r for r in records if r.id in held], tasks=("qa",),
+                                                      include_conclusion_in_qa=include_conclusion) if e.task == "qa"]
                 scores = evaluate_generator(generator, examples, [])
                 accuracies.append(scores["accuracy"])
                 rows.append([name, f"fold {f + 1} ({scores['n']} questions)", f"{scores['accuracy']:.1%}",
