@@ -53,7 +53,7 @@ from . import ItemFailure, Kind, register
 # An abstract that names none of the question's concepts is about the question only if it has at least this
 # share of the question's words (``summarize.question_overlap``); otherwise it cannot settle it: "maybe".
 # Chosen without the answer labels: on the 500 PubMedQA questions, 0.35 calls 4 of the 500 own abstracts
-# off-topic and 481 of 500 randomly paired other abstracts (the concept test alone: 17 and 298).
+# off-topic and 482 of 500 randomly paired other abstracts (the concept test alone: 17 and 298).
 QUESTION_OVERLAP_MIN = 0.35
 
 ITEM_SCHEMA = {
@@ -284,11 +284,11 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
     evidence used and, unless ``rationale`` is false, a generated one-sentence rationale."""
     from workers.runtime.engines import GenerationSettings
 
-    questions = [question_prompt(item, question) for item, question in zip(batch, asked, strict=True)]
     weight = _generator_weight()
     generator_p: list = [None] * len(batch)
     if weight > 0:  # the generator's label likelihood is pooled in: one prefill of each abstract
-        scored = generator.score_options([generator.chat_prompt(q) for q in questions],
+        scored = generator.score_options([generator.chat_prompt(question_prompt(item, question))
+                                          for item, question in zip(batch, asked, strict=True)],
                                          [ANSWER_SURFACE[label] for label in ANSWER_LABELS])
         generator_p = [{label: p[ANSWER_SURFACE[label]] for label in ANSWER_LABELS} for p in scored]
 
@@ -340,9 +340,8 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
                         "model's reading of the conclusion (weight 1)" if pooled_in else
                         "the answer-evidence model's reading of the conclusion, the results' significance cues and the "
                         "question") +
-                       "; \"maybe\" when the abstract mentions none of the question's concepts and few of its words; never "
-                       "parsed "
-                       "from generated text"),
+                       "; \"maybe\" when the abstract mentions none of the question's concepts and few of its "
+                       "words; never parsed from generated text"),
         }
         if pooled_in:
             result["answer"]["generator_probabilities"] = {k: round(v, 4) for k, v in gen_p.items()}

@@ -146,7 +146,9 @@ def test_reason_for_visit_labels_name_findings_not_body_sites(association_set, r
     assert ranker.resolve(["palpitations"])[0].concept_id == ranker.resolve(["RFV:1260.0"])[0].concept_id
 
 
-def test_ddxplus_questions_read_as_findings(ddx_folder, ranker):
+@pytest.fixture(scope="module")
+def ddxplus_findings(ddx_folder, ranker) -> tuple[dict, dict[str, set[str]]]:
+    """DDXPlus evidence code -> the finding ids its question reads as, and their names in the ranker."""
     import json
 
     from medassist.knowledge.diagnosis_sources import FindingIndex, ddxplus_evidence_findings
@@ -157,6 +159,11 @@ def test_ddxplus_questions_read_as_findings(ddx_folder, ranker):
     mapped = ddxplus_evidence_findings(evidences, index)
     names = {code: {ranker.finding_names[ranker._finding_index[f]] for f in fs if f in ranker._finding_index}
              for code, fs in mapped.items()}
+    return mapped, names
+
+
+def test_ddxplus_questions_read_as_findings(ddxplus_findings):
+    _, names = ddxplus_findings
     assert names["E_65"] == {"Difficulty in swallowing"}  # "difficulty swallowing"
     assert names["E_67"] == {"Dyspnea"}  # "... that wake you up at night" is not nocturia
     assert names["E_169"] == {"Pruritus"}  # "nose or the back of your throat itchy": no body sites
@@ -231,17 +238,8 @@ def test_icd9_codes_join_their_mesh_disease_through_icd10_parents_siblings_and_d
     assert index.from_icd9("995.0") == "MESH:D000707"
 
 
-def test_history_question_phrasings_read_as_the_specific_finding(ddx_folder, ranker):
-    import json
-
-    from medassist.knowledge.diagnosis_sources import FindingIndex, ddxplus_evidence_findings
-
-    evidences = json.loads((ddx_folder / "ddxplus" / "release_evidences.json").read_text(encoding="utf-8"))
-    index = FindingIndex({})
-    index.vocabulary = ranker.vocabulary
-    mapped = ddxplus_evidence_findings(evidences, index)
-    names = {code: {ranker.finding_names[ranker._finding_index[f]] for f in fs if f in ranker._finding_index}
-             for code, fs in mapped.items()}
+def test_history_question_phrasings_read_as_the_specific_finding(ddxplus_findings, ranker):
+    mapped, names = ddxplus_findings
     assert names["E_173"] == {"Heartburn"}  # "burning sensation that starts in your stomach ..."
     assert names["E_179"] == {"hematochezia"}  # "light red blood or blood clots in your stool"
     assert names["E_74"] == {"bloodshot eye"}  # "redness in one or both eyes", not skin erythema
