@@ -321,7 +321,9 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
             "terms": reading["terms"], "addresses_question": addresses, "question_concepts": coverage,
             "model_version": reader_label})
 
-    rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"])
+    # One sentence, as the prompt asks: the generator is stopped once it starts a second one.
+    rationale_settings = GenerationSettings(max_new_tokens=min(48, params["max_new_tokens"]), stop=["\n\n"],
+                                            sentences=1)
     rationales: list = [None] * len(batch)
     if params.get("rationale", True) and generator is not None:
         # The chosen label is the answer; the generator is asked why, reading the question and the evidence

@@ -37,7 +37,9 @@ def rationale_prompt(question: str, evidence: str, label: str) -> str:
     words = evidence.split()
     if len(words) > RATIONALE_EVIDENCE_MAX_WORDS:
         evidence = " ".join(words[:RATIONALE_EVIDENCE_MAX_WORDS]) + " …"
-    return (f"Evidence: {evidence.strip()}\n\nQuestion: {question}\nAnswer: {ANSWER_SURFACE[label]}.\n"
+    # The question comes first: a job asks one question of many abstracts, and the generator reads the tokens
+    # its prompts share (chat template, question) once per batch call (engines.Generator.generate).
+    return (f"Question: {question}\nEvidence: {evidence.strip()}\n\nAnswer: {ANSWER_SURFACE[label]}.\n"
             f"{RATIONALE_INSTRUCTION}")
 
 

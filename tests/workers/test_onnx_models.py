@@ -401,3 +401,41 @@ def test_int8_embedder_close_to_fp32(bert_dir, emb_onnx, tmp_path):
     int8 = OnnxEmbedder(int8_path, bert_dir, threads=2).encode(TEXTS)
     cosine = (fp32 * int8).sum(axis=1)  # both L2-normalised
     assert cosine.min() > 0.95, cosine
+
+
+# Three prompts that start with the same seven tokens (a chat template's system turn, a job's one question).
+SHARED = [BOS, 17, 250, 33, 9, 44, 12]
+OWN = [[401, 77], [12, 300, 145, 8, 61], [23]]
+
+
+@pytest.mark.parametrize("graph", ["fp32", "int8"])
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_generate_from_a_shared_prefix_cache_equals_a_fresh_prefill(lm, lm_int8, graph, penalty):
+    """The prefix read once (``prefill``) and repeated over the batch gives the tokens of the whole prompts read
+    afresh, padding, positions and the repetition penalty (which counts the prefix's tokens) included."""
+    model = lm if graph == "fp32" else OnnxCausalLM(lm_int8)
+    fresh_ids, fresh_mask = left_padded([SHARED + own for own in OWN])
+    fresh = model.generate(fresh_ids, fresh_mask, max_new_tokens=10, eos_token_ids=NO_EOS, pad_token_id=PAD,
+                           repetition_penalty=penalty)
+    cache = model.prefill(SHARED)
+    assert [c.shape for c in cache] == [(1, model.kv_heads, len(SHARED), model.head_dim)] * (2 * model.num_layers)
+    ids, mask = left_padded(OWN)
+    cached = model.generate(ids, mask, max_new_tokens=10, eos_token_ids=NO_EOS, pad_token_id=PAD,
+                            repetition_penalty=penalty, prefix=(SHARED, cache))
+    assert cached == fresh
+    # Rows leaving the batch early (their cache compacted) keep the rest exact.
+    stop_row0 = model.generate(ids, mask, max_new_tokens=10, eos_token_ids=NO_EOS, pad_token_id=PAD,
+                               repetition_penalty=penalty, prefix=(SHARED, cache),
+                               should_stop=lambda row, new: row == 0 and len(new) >= 2)
+    assert stop_row0 == [fresh[0][:2], fresh[1], fresh[2]]
+
+
+def test_prefill_cache_equals_the_full_prompts_cache(lm):
+    """The prefix's keys and values are the ones a whole-prompt pass computes for those positions (atol 1e-4)."""
+    ids, mask = left_padded([SHARED + OWN[1]])
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask),
+             "logits_to_keep": np.array([1], dtype=np.int64),
+             **{n: np.zeros((1, lm.kv_heads, 0, lm.head_dim), np.float32) for n in lm.past_names}}
+    whole = lm.session.run(lm.present_names, feeds)
+    for got, full in zip(lm.prefill(SHARED), whole, strict=True):
+        np.testing.assert_allclose(got, full[:, :, :len(SHARED)], atol=ATOL, rtol=RTOL)

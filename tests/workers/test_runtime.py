@@ -243,3 +243,43 @@ def test_models_register_accepts_llama_and_qwen2_and_refuses_an_encoder(db, tiny
     # A registered Qwen2 loads and generates through the same runtime.
     generator = load_engine(qwen)
     assert isinstance(generator.generate(["fever and cough"], GenerationSettings(max_new_tokens=3))[0], str)
+
+
+def test_generator_reads_the_shared_prompt_prefix_once_and_writes_the_same_text(tiny_model_dirs, tmp_path):
+    """One job question asked of many abstracts: the tokens every prompt starts with are prefilled once per
+    call, and the completions are those of the whole prompts read afresh."""
+    from workers.runtime.onnx_models import OnnxCausalLM, export_causal_lm
+
+    directory = tiny_model_dirs["llama"]
+    backend = OnnxCausalLM(export_causal_lm(directory, tmp_path / "onnx"))
+    generator = Generator(backend, directory)
+    question = "Question: does aspirin reduce the risk of stroke in older adults with fever?\nEvidence: "
+    prompts = [question + text for text in ("aspirin reduced strokes", "no effect was seen on fever",
+                                            "headache", "the trial stopped early for benefit in adults")]
+    prefilled: list[int] = []
+    real_prefill = backend.prefill
+    backend.prefill = lambda ids: prefilled.append(len(ids)) or real_prefill(ids)
+    settings_ = GenerationSettings(max_new_tokens=8, repetition_penalty=1.2)
+    shared = generator.generate(prompts, settings_, batch_size=3)
+    assert len(prefilled) == 1 and prefilled[0] >= 8  # once, for the question's tokens
+    assert shared == generator.generate(prompts, settings_, batch_size=3, share_prefix=False)
+    assert len(prefilled) == 1
+
+
+def test_sentence_ends_skip_decimals_abbreviations_and_initials():
+    from workers.runtime.engines import sentence_ends
+
+    text = "Mortality fell (p < 0.05). It rose, e.g. in May vs. June, per J. Smith. Then"
+    ends = sentence_ends(text)
+    assert [text[:end] for end in ends] == ["Mortality fell (p < 0.05).",
+                                           "Mortality fell (p < 0.05). It rose, e.g. in May vs. June, per J. Smith."]
+    assert sentence_ends("Yes.") == []  # a sentence is complete once something follows it
+
+
+def test_one_sentence_setting_stops_generation_and_cuts_the_text(tiny_model_dirs):
+    directory = tiny_model_dirs["llama"]
+    generator = Generator(TorchCausalLM(directory), directory)
+    settings_ = GenerationSettings(max_new_tokens=30, repetition_penalty=1.0, sentences=1)
+    assert generator._finish("The trial found fewer deaths. It was small. And", settings_) == "The trial found fewer deaths."
+    assert generator._finish("No sentence end", settings_) == "No sentence end"
+    assert settings_.as_dict()["sentences"] == 1  # recorded with every generated text

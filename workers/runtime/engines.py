@@ -14,6 +14,7 @@ here touches a model hub: every path is a local directory.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -181,9 +182,33 @@ class GenerationSettings:
     repetition_penalty: float = 1.1
     stop: list[str] = field(default_factory=list)
     decoding: str = "greedy"
+    # Stop after this many complete sentences (None: no limit); the text is cut at the last one's end.
+    sentences: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# A sentence ends at . ! or ? (and a closing quote or bracket) followed by white space, unless the word before
+# the full stop is an abbreviation that does not end sentences. Seen one token late (the white space and the
+# next word), so a completion is stopped one token after its sentence ended and cut back to it.
+_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s+\S)")
+_NOT_A_SENTENCE_END = {"e.g", "i.e", "vs", "al", "approx", "ca", "cf", "fig", "dr", "mr", "mrs", "ms", "no", "st"}
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just past each complete sentence of ``text`` (one followed by more text)."""
+    ends = []
+    for match in _SENTENCE_END_RE.finditer(text):
+        word = re.findall(r"[\w.]+$", text[:match.start()])
+        if match.group().startswith(".") and word and (word[0].lower() in _NOT_A_SENTENCE_END or len(word[0]) == 1):
+            continue  # "e.g.", "vs.", an initial
+        ends.append(match.end())
+    return ends
+
+
+# Shorter shared prefixes are not worth a separate prefill (generate reads prompts afresh then).
+MIN_SHARED_PREFIX_TOKENS = 8
 
 
 class Generator:
@@ -216,30 +241,85 @@ class Generator:
                              return_tensors="np", add_special_tokens=False)
         return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
-    def generate(self, prompts: list[str], settings_: GenerationSettings, *, batch_size: int = 8) -> list[str]:
-        """Greedy completions, batched by prompt length (less padding), returned in input order."""
+    def _token_rows(self, prompts: list[str]) -> list[list[int]]:
+        """Each prompt's token ids, unpadded, truncated from the left like ``_encode``."""
+        self.tokenizer.truncation_side = "left"
+        return self.tokenizer(prompts, truncation=True, max_length=self.max_prompt_tokens,
+                              add_special_tokens=False)["input_ids"]
+
+    def _left_padded(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(map(len, rows))
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for b, row in enumerate(rows):
+            if row:
+                ids[b, width - len(row):] = row
+                mask[b, width - len(row):] = 1
+        return ids, mask
+
+    @staticmethod
+    def shared_prefix_length(rows: list[list[int]]) -> int:
+        """Tokens every row starts with, leaving each row at least one of its own (the last position's logits
+        come from it)."""
+        if not rows:
+            return 0
+        limit = min(len(row) for row in rows) - 1
+        first = rows[0]
+        length = 0
+        while length < limit and all(row[length] == first[length] for row in rows):
+            length += 1
+        return max(length, 0)
+
+    def generate(self, prompts: list[str], settings_: GenerationSettings, *, batch_size: int = 8,
+                 share_prefix: bool = True) -> list[str]:
+        """Greedy completions, batched by prompt length (less padding), returned in input order.
+
+        The tokens all prompts start with (the chat template's system turn, a job's one question) are read
+        once per call when the backend can keep a cache (``prefill``): each batch then starts from that cache.
+        """
         texts: list[str] = [""] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        if not prompts:
+            return texts
+        rows = self._token_rows(prompts)
+        prefix = None
+        shared = self.shared_prefix_length(rows) if share_prefix and hasattr(self.backend, "prefill") else 0
+        if shared >= MIN_SHARED_PREFIX_TOKENS:
+            prefix_ids = list(rows[0][:shared])
+            prefix = (prefix_ids, self.backend.prefill(prefix_ids))
+            rows = [row[shared:] for row in rows]
+        order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            ids, mask = self._encode([prompts[i] for i in index])
+            ids, mask = self._left_padded([rows[i] for i in index])
 
             def should_stop(row: int, new_ids: list[int]) -> bool:
+                if settings_.sentences and len(sentence_ends(
+                        self.tokenizer.decode(new_ids, skip_special_tokens=True))) >= settings_.sentences:
+                    return True
                 if not settings_.stop:
                     return False
                 tail = self.tokenizer.decode(new_ids[-8:], skip_special_tokens=True)
                 return any(stop in tail for stop in settings_.stop)
 
+            extra = {"prefix": prefix} if prefix is not None else {}
             outputs = self.backend.generate(ids, mask, max_new_tokens=settings_.max_new_tokens,
                                             eos_token_ids=self.eos_token_ids,
                                             pad_token_id=self.tokenizer.pad_token_id,
-                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop)
+                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop,
+                                            **extra)
             for i, new_ids in zip(index, outputs, strict=True):
-                text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-                for stop in settings_.stop:
-                    text = text.split(stop)[0]
-                texts[i] = text.strip()
+                texts[i] = self._finish(self.tokenizer.decode(new_ids, skip_special_tokens=True), settings_)
         return texts
+
+    @staticmethod
+    def _finish(text: str, settings_: GenerationSettings) -> str:
+        for stop in settings_.stop:
+            text = text.split(stop)[0]
+        if settings_.sentences:
+            ends = sentence_ends(text)
+            if len(ends) >= settings_.sentences:
+                text = text[:ends[settings_.sentences - 1]]
+        return text.strip()
 
     def _forward_last(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if hasattr(self.backend, "forward_last"):

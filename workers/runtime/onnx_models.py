@@ -604,6 +604,15 @@ class OnnxCausalLM:
                  **self._empty_past(1)}
         self.session.run(["logits"], feeds, _shrink_arena())
 
+    def prefill(self, token_ids) -> list[np.ndarray]:
+        """The KV cache (``present.*``, each [1, kv_heads, T, head_dim]) of one unpadded token sequence: a
+        prefix that many prompts share, computed once and passed to :meth:`generate` as ``prefix``."""
+        ids = np.ascontiguousarray(np.asarray(token_ids, dtype=np.int64).reshape(1, -1))
+        mask = np.ones_like(ids)
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask), **self._keep(1),
+                 **self._empty_past(1)}
+        return [np.ascontiguousarray(p) for p in self.session.run(self.present_names, feeds)]
+
     def _run(self, feeds: dict) -> tuple[np.ndarray, list]:
         """One step with OrtValues: the present tensors stay in onnxruntime's memory and feed the next step as is."""
         as_ort = self._ort.OrtValue.ortvalue_from_numpy
@@ -621,8 +630,13 @@ class OnnxCausalLM:
         pad_token_id: int,
         repetition_penalty: float = 1.0,
         should_stop: Callable[[int, list[int]], bool] | None = None,
+        prefix: tuple[list[int], list[np.ndarray]] | None = None,
     ) -> list[list[int]]:
         """Greedy decoding of a LEFT-padded batch with the KV cache.
+
+        ``prefix`` = (token ids, :meth:`prefill` of them): every row's prompt is those ids followed by its row
+        of ``input_ids``; the prefix is not read again (its cache is repeated over the batch), and the result
+        is that of the whole prompts read afresh (tests/workers/test_onnx_models.py checks it token for token).
 
         Returns the new token ids of each row (no prompt, no padding, eos excluded). A row stops at an eos
         token, after ``max_new_tokens`` tokens, or when ``should_stop(row, new_ids)`` is true; finished rows
@@ -632,11 +646,12 @@ class OnnxCausalLM:
         """
         try:
             return self._generate(input_ids, attention_mask, max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
-                                  repetition_penalty=repetition_penalty, should_stop=should_stop)
+                                  repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
         finally:
             self.release_arena()
 
-    def _generate(self, input_ids, attention_mask, *, max_new_tokens, eos_token_ids, repetition_penalty, should_stop):
+    def _generate(self, input_ids, attention_mask, *, max_new_tokens, eos_token_ids, repetition_penalty, should_stop,
+                  prefix=None):
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         if input_ids.ndim != 2 or input_ids.shape != mask.shape:
@@ -652,12 +667,19 @@ class OnnxCausalLM:
         seen = None
         rows = np.arange(batch)  # batch position -> original row
 
+        prefix_ids = np.zeros(0, dtype=np.int64)
+        past = self._empty_past(batch)
+        if prefix is not None:
+            # The shared prefix's cache, once per row; the mask and the positions count its tokens.
+            prefix_ids = np.asarray(prefix[0], dtype=np.int64)
+            past = {name: np.repeat(cache, batch, axis=0) for name, cache in zip(self.past_names, prefix[1], strict=True)}
+            mask = np.concatenate([np.ones((batch, len(prefix_ids)), dtype=np.int64), mask], axis=1)
         feeds = {
             "input_ids": input_ids,
             "attention_mask": mask,
-            "position_ids": position_ids_for(mask),
+            "position_ids": position_ids_for(mask)[:, len(prefix_ids):],
             **self._keep(1),
-            **self._empty_past(batch),
+            **past,
         }
         logits, present = self._run(feeds)
         next_logits = logits[:, -1, :]
@@ -665,7 +687,7 @@ class OnnxCausalLM:
             vocab = next_logits.shape[-1]
             seen = np.zeros((batch, vocab), dtype=bool)
             for b in range(batch):
-                ids = input_ids[b][mask[b] != 0]
+                ids = np.concatenate([prefix_ids, input_ids[b][mask[b, len(prefix_ids):] != 0]])
                 seen[b, ids[(ids >= 0) & (ids < vocab)]] = True
 
         while True:
