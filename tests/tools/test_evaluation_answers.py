@@ -4,7 +4,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from medassist.tools.evaluation.answers import item_for, score
+from medassist.tools.evaluation.answers import item_for, rationale_quality, score
 from tests.conftest import require_shared_data
 from training.data import Record
 
@@ -46,6 +46,9 @@ def test_evaluate_answers_runs_the_served_path_on_a_pubmedqa_file(tiny_models, t
     assert "4 questions from" in out and "| full |" in out and "| reasoning |" in out
     assert "macro-F1" in out and "answers/s" in out and "answer_evidence:pubmedqa-pqal" in out
     assert "written to" not in out  # --data prints only
+    # the rationales of (up to) 40 questions, generated as served by the active generator, and measured
+    assert "### Generated rationales (`--rationales 40`)" in out and "4 questions (full setting)" in out
+    assert "agrees with the answer" in out and '"sentences": 1' in out
 
 
 def test_evaluate_answers_cross_validates_on_the_shared_questions(tiny_models, capsys):
@@ -55,3 +58,29 @@ def test_evaluate_answers_cross_validates_on_the_shared_questions(tiny_models, c
     out = capsys.readouterr().out
     assert "30 PubMedQA questions, 3-fold cross-validation" in out and "| reasoning |" in out
     assert "| full |" not in out
+
+
+class _Reader:
+    """An answer-evidence reading by one word: "reduced" -> yes, "did not" -> no, else maybe."""
+
+    def predict(self, conclusion, *, question=""):
+        text = conclusion.lower()
+        return {"label": "no" if "did not" in text else "yes" if "reduced" in text else "maybe"}
+
+
+def test_rationale_quality_on_hand_made_rationales():
+    def answer(label, rationale, evidence="Aspirin reduced mortality by 20% (p = 0.01)."):
+        return {"label": label, "question": "Does aspirin reduce mortality?", "rationale": rationale,
+                "evidence": {"conclusion": {"text": evidence}}}
+
+    quality = rationale_quality([
+        answer("yes", "Aspirin reduced mortality by 20%."),  # restates the evidence, agrees
+        answer("yes", "Yes."),  # the label alone
+        answer("no", "It did not help, as 45% of dragons agree. More."),  # two sentences, a new number and new words
+        answer("yes", "The trial reduced mortality."),
+    ], _Reader())
+    assert quality["n"] == 4 and quality["label_only"] == 0.25 and quality["one_sentence"] == 0.75
+    assert quality["unsupported_number"] == 0.25  # 45 is in neither the question nor the evidence
+    assert quality["agrees"] == 0.75  # "Yes." reads as maybe
+    # content words found: 3/3 (aspir, reduc, morta), 2/3 (trial is new), 0/4 (help, dragons, agree, more)
+    assert quality["support"] == pytest.approx((1 + 2 / 3 + 0) / 3)

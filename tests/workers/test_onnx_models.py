@@ -439,3 +439,34 @@ def test_prefill_cache_equals_the_full_prompts_cache(lm):
     whole = lm.session.run(lm.present_names, feeds)
     for got, full in zip(lm.prefill(SHARED), whole, strict=True):
         np.testing.assert_allclose(got, full[:, :, :len(SHARED)], atol=ATOL, rtol=RTOL)
+
+
+def test_grouped_attention_export_equals_the_eager_export(lm_dir, lm_onnx, lm, tmp_path):
+    """The default export's attention reads each key/value head from every query head of its group without
+    copying it (no repeat_kv Expand per layer); logits equal the eager export's within atol = rtol = 1e-4,
+    on a left-padded prefill and on a cached decoding step."""
+    import onnx
+
+    eager_path = export_causal_lm(lm_dir, tmp_path / "eager", attention="eager")
+    eager = OnnxCausalLM(eager_path)
+
+    def expands(path):
+        return sum(n.op_type == "Expand" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+    assert expands(lm_onnx) <= expands(eager_path) - 2 * 2  # keys and values, per layer (2 layers)
+    ids, mask = left_padded(PROMPTS)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(lm.forward(ids, mask)[valid], eager.forward(ids, mask)[valid], atol=ATOL, rtol=RTOL)
+    assert lm.generate(ids, mask, max_new_tokens=8, eos_token_ids=NO_EOS, pad_token_id=PAD) == \
+        eager.generate(ids, mask, max_new_tokens=8, eos_token_ids=NO_EOS, pad_token_id=PAD)
+    # one cached step over a past computed by each graph itself
+    cache = {}
+    for name, model in (("grouped", lm), ("eager", eager)):
+        past = model.prefill(PROMPTS[1][:-1])
+        step = {"input_ids": np.array([[PROMPTS[1][-1]]]), "attention_mask": np.ones((1, len(PROMPTS[1])), np.int64),
+                "position_ids": np.array([[len(PROMPTS[1]) - 1]]), "logits_to_keep": np.array([1], dtype=np.int64),
+                **dict(zip(model.past_names, past, strict=True))}
+        cache[name] = model.session.run(["logits"], step)[0]
+    np.testing.assert_allclose(cache["grouped"], cache["eager"], atol=ATOL, rtol=RTOL)
+    with pytest.raises(ValueError, match="attention"):
+        export_causal_lm(lm_dir, tmp_path / "other", attention="flash")

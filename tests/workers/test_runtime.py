@@ -274,6 +274,7 @@ def test_sentence_ends_skip_decimals_abbreviations_and_initials():
     assert [text[:end] for end in ends] == ["Mortality fell (p < 0.05).",
                                            "Mortality fell (p < 0.05). It rose, e.g. in May vs. June, per J. Smith."]
     assert sentence_ends("Yes.") == []  # a sentence is complete once something follows it
+    assert sentence_ends("The answer is no. The trial was small.") == [len("The answer is no.")]
 
 
 def test_one_sentence_setting_stops_generation_and_cuts_the_text(tiny_model_dirs):

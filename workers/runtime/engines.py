@@ -193,7 +193,7 @@ class GenerationSettings:
 # the full stop is an abbreviation that does not end sentences. Seen one token late (the white space and the
 # next word), so a completion is stopped one token after its sentence ended and cut back to it.
 _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s+\S)")
-_NOT_A_SENTENCE_END = {"e.g", "i.e", "vs", "al", "approx", "ca", "cf", "fig", "dr", "mr", "mrs", "ms", "no", "st"}
+_NOT_A_SENTENCE_END = {"e.g", "i.e", "vs", "al", "approx", "ca", "cf", "fig", "dr", "mr", "mrs", "ms", "st"}
 
 
 def sentence_ends(text: str) -> list[int]:

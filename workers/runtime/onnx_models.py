@@ -15,7 +15,11 @@ Two model families, both CPU-first:
 Export uses the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) on a thin wrapper that
 builds the 4-D additive attention mask itself (causal x padding), so the graph does not depend on the
 mask-construction fast paths of ``transformers`` that a tracer would freeze (e.g. "no padding, skip the
-mask"). Attention is exported in its eager form (matmul/softmax), which every onnxruntime build runs.
+mask"). Attention is exported as plain matmul/softmax, which every onnxruntime build runs, in its grouped
+form (:func:`grouped_attention_forward`: the query heads of a key/value head read it without copies).
+onnxruntime's fused GroupQueryAttention contrib op was tried and is not used: its CPU kernel refuses a batch
+of several prompts read over a past cache ("batch_size must be 1 when sequence_length > 1 and past context
+is given", onnxruntime 1.32), which is how a shared prompt prefix is read once (``OnnxCausalLM.prefill``).
 
 torch/transformers are imported lazily: the inference classes need only numpy, onnxruntime and tokenizers.
 """
@@ -35,7 +39,10 @@ log = logging.getLogger(__name__)
 OPSET = 17
 # What an exported causal-LM graph takes and returns; part of every derived artifact's build spec, so a
 # change here rebuilds onnx-fp32 and onnx-int8 (models_prepare, fine-tuning exports).
-CAUSAL_LM_GRAPH = "KV cache inputs/outputs, logits_to_keep input"
+CAUSAL_LM_GRAPH = "KV cache inputs/outputs, logits_to_keep input, grouped-query attention without repeated keys"
+# The attention the causal LM is exported with: "grouped" (the default, :func:`grouped_attention_forward`) or
+# transformers' "eager" (keys and values repeated to every query head first), kept to compare against.
+ATTENTION_KINDS = ("grouped", "eager")
 _PLAIN_HEAD_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
 _MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf limit, with some margin
 
@@ -121,22 +128,55 @@ def _causal_lm_wrapper(model):
     return CausalLMWithPast().eval()
 
 
-def _load_causal_lm(model_dir: Path):
-    import torch
-    from transformers import AutoModelForCausalLM
+def grouped_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
+                              **kwargs):
+    """Scaled dot-product attention of grouped-query attention *without repeating the keys and values*.
 
+    transformers' eager attention copies each of the ``kv_heads`` key/value heads to the ``groups`` query
+    heads that read it (``repeat_kv``: an Expand of the whole cache per layer and per decoding step, an
+    eighth of a batch-8 decoding step of SmolLM2 in onnxruntime's profile). Here the query heads of a group
+    are stacked along the sequence axis instead, [B, H, S, D] -> [B, KV, G*S, D], and read the keys as
+    stored: the same dot products, the same softmax, the same sums, without the copy. Query head h reads
+    key head h // G, as ``repeat_kv`` lays them out. Returns ([B, S, H, D], None), as eager does.
+    """
+    import torch
+
+    batch, heads, seq, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scores = torch.matmul(query.reshape(batch, kv_heads, groups * seq, dim), key.transpose(2, 3)) * scaling
+    scores = scores.reshape(batch, kv_heads, groups, seq, -1)
+    if attention_mask is not None:  # [B, 1, S, T]: the same for every head
+        scores = scores + attention_mask[:, :, None, :, : scores.shape[-1]]
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights.reshape(batch, kv_heads, groups * seq, -1), value)
+    return out.reshape(batch, heads, seq, dim).transpose(1, 2).contiguous(), None
+
+
+def _load_causal_lm(model_dir: Path, attention: str = "grouped"):
+    import torch
+    from transformers import AttentionInterface, AutoModelForCausalLM
+
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention: {attention!r} unknown; use one of {', '.join(ATTENTION_KINDS)}")
+    if attention == "grouped":
+        AttentionInterface.register("medassist_grouped", grouped_attention_forward)
     return AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+        str(model_dir), dtype=torch.float32,
+        attn_implementation="medassist_grouped" if attention == "grouped" else "eager",
     ).eval()
 
 
-def export_causal_lm(model_dir: Path, out_dir: Path) -> Path:
-    """Export a HF causal LM (Llama-style, DynamicCache) with KV-cache inputs/outputs to ``out_dir/model.onnx``."""
+def export_causal_lm(model_dir: Path, out_dir: Path, *, attention: str = "grouped") -> Path:
+    """Export a HF causal LM (Llama-style, DynamicCache) with KV-cache inputs/outputs to ``out_dir/model.onnx``.
+
+    ``attention``: "grouped" (:func:`grouped_attention_forward`) or "eager" (transformers' own, keys and
+    values repeated per query head); the two graphs give the same logits (tests/workers/test_onnx_models.py)."""
     import torch
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _load_causal_lm(model_dir)
+    model = _load_causal_lm(model_dir, attention)
     model.config.use_cache = True
     layers, kv_heads, head_dim = _kv_layout(model.config)
     wrapper = _causal_lm_wrapper(model)

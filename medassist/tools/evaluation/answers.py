@@ -17,6 +17,7 @@ never seen PubMedQA (a fine-tuned candidate has; do not activate one before eval
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -147,3 +148,64 @@ def evaluate_answers(records: Sequence, *, settings: Sequence[str], runtime, par
         out[setting] = score([r.label for r in records], answers, seconds=time.perf_counter() - started)
         out[setting]["answers"] = [{"id": r.id, "gold": r.label, **a} for r, a in zip(records, answers, strict=True)]
     return out
+
+
+# --- rationale quality ---------------------------------------------------------------------------------------------
+
+_WORD_RE = re.compile(r"[a-z][a-z\-]+")
+_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
+_STOPWORDS = frozenset(
+    "the a an and or of to in on for with by from at as is are was were be been being this that these those it its "
+    "their there which who whom what when where why how than then also not no yes maybe can could may might does do "
+    "did has have had will would should such both either more most less least very into over under between among "
+    "about after before during study studies evidence answer question suggests suggest shows show found find "
+    "indicate indicates results result".split())
+
+
+def _content_words(text: str) -> list[str]:
+    # A 5-letter stem: "reduced" and "reduces", "mortality" and "mortalities" meet.
+    return [w[:5] for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2]
+
+
+def rationale_quality(answers: Sequence[dict], reader) -> dict:
+    """What a reader of the generated rationales would check, measured without a human:
+
+    - ``one_sentence``: the rationale is one sentence (the prompt asks for one);
+    - ``label_only``: it says no more than the label ("Yes.");
+    - ``support``: the share of its content words (5-letter stems, stopwords out) found in the question or the
+      evidence it was given (``rationale_input``): near 1 = it restates the evidence, low = it brings words
+      of its own (a hallucination risk);
+    - ``unsupported_number``: it states a number that neither the question nor the evidence has;
+    - ``agrees``: the answer-evidence model, reading the rationale as if it were the conclusion, gives the
+      answer's label (the rationale argues for the answer, not against it).
+
+    ``answers``: the literature kind's ``answer`` dicts with a ``rationale``; ``reader`` an answer-evidence
+    engine that never trained on these questions."""
+    from workers.runtime.engines import sentence_ends
+
+    rows = []
+    for answer in answers:
+        text = (answer.get("rationale") or "").strip()
+        source = f"{answer['question']} {answer['evidence']['conclusion']['text']}"
+        words = _content_words(text)
+        known = set(_content_words(source))
+        numbers = set(_NUMBER_RE.findall(text)) - set(_NUMBER_RE.findall(source))
+        rows.append({
+            "words": len(text.split()),
+            "one_sentence": bool(text) and not sentence_ends(text),
+            "label_only": text.lower().strip(" .!") in ("", *ANSWER_LABELS),
+            "support": sum(w in known for w in words) / len(words) if words else None,
+            "unsupported_number": bool(numbers),
+            "agrees": reader.predict(text, question=answer["question"])["label"] == answer["label"] if text else False,
+        })
+    n = len(rows)
+    supported = [r["support"] for r in rows if r["support"] is not None]
+    return {
+        "n": n,
+        "mean_words": sum(r["words"] for r in rows) / n if n else 0.0,
+        "one_sentence": sum(r["one_sentence"] for r in rows) / n if n else 0.0,
+        "label_only": sum(r["label_only"] for r in rows) / n if n else 0.0,
+        "support": sum(supported) / len(supported) if supported else 0.0,
+        "unsupported_number": sum(r["unsupported_number"] for r in rows) / n if n else 0.0,
+        "agrees": sum(r["agrees"] for r in rows) / n if n else 0.0,
+    }

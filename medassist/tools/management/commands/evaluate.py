@@ -133,6 +133,9 @@ class Command(BaseCommand):
                                  "(each fold answered by an evidence model trained on the others)")
         parser.add_argument("--save-answers", type=Path, default=None,
                             help="answers: also write every answer (probabilities, evidence) to this JSONL file")
+        parser.add_argument("--rationales", type=int, default=40,
+                            help="answers: also generate the rationale of this many questions (full setting) with the "
+                                 "active generator and measure them (0: none)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--types", default=None, help="concepts: disease,chemical (default: both)")
         parser.add_argument("--write-lexicon", action="store_true",
@@ -183,7 +186,7 @@ class Command(BaseCommand):
             return
         body = {"diagnosis": self._diagnosis, "hypothesis": self._hypothesis, "qa": self._qa, "answers": self._answers}[task](
             data=data, cases=cases, limit=limit, seed=seed, version=version, setting=setting,
-            write_weights=write_weights, folds=folds, save_answers=save_answers)
+            write_weights=write_weights, folds=folds, save_answers=save_answers, rationales=options.get("rationales", 0))
         command = "python manage.py evaluate " + task + (f" --data {data}" if data else "") + (
             f" --model-version {version}" if version else "") + (f" --setting {setting}" if setting != "both" else "")
         body = body.replace("{command}", command) + (
@@ -204,7 +207,7 @@ class Command(BaseCommand):
 
     # --- answers (the served yes/no/maybe path) ---------------------------------------------------------------------
 
-    def _answers(self, *, data, limit, seed, setting="both", folds=5, save_answers=None, **_):
+    def _answers(self, *, data, limit, seed, setting="both", folds=5, save_answers=None, rationales=0, **_):
         """Every question through the literature kind's own answer path (generator, evidence model, pooling).
 
         Without ``--data``: the shared PubMedQA questions, cross-validated (each fold answered by an
@@ -263,6 +266,8 @@ class Command(BaseCommand):
         reading = (f"the generator's label likelihood (weight {weight:g}) pooled with the evidence reading" if weight
                    else "the answer-evidence reading alone (MEDASSIST_QA_GENERATOR_WEIGHT 0: no generator pass)")
         anchors = format_table(["anchor (reasoning-required)", "accuracy"], [list(a) for a in ANCHORS])
+        explained = self._rationales(records, rationales, runtime, fold_ids, train_evidence if cv else None) \
+            if rationales else ""
         return (f"## Yes/no/maybe answers as served (`{{command}}`)\n\n"
                 f"Every question runs through the literature kind's own answer path ({how}; {reading}, "
                 f"\"maybe\" when the abstract has none of the question's concepts and few of its words; labels only, "
@@ -271,7 +276,46 @@ class Command(BaseCommand):
                 f"{next(iter(results.values()))['majority_class']:.1%}.\n\n{table}\n\n"
                 + "\n".join(f"- {c}" for c in confusions) + "\n\n" + ANSWER_RECIPE_NOTE
                 + f"\n\nPublished anchors (recalled, not re-measured):"
-                f"\n\n{anchors}")
+                f"\n\n{anchors}" + explained)
+
+    def _rationales(self, records, n, runtime, fold_ids, train_evidence) -> str:
+        """The generated rationales of ``n`` questions (full setting) as served, and what they are worth
+        (``answers.rationale_quality``). Cross-validated like the labels: the questions come from the first
+        fold, answered (and their rationales checked) by an answer-evidence model trained without them."""
+        from medassist.kinds.literature import KIND
+        from medassist.tools.evaluation.answers import _FoldRuntime, predict, rationale_quality
+
+        params = KIND.params_with_defaults({"embed": False, "rationale": True})
+        roles = KIND.required_roles(params, [{"text": "x", "question": "x"}])
+        try:
+            runtime.refresh(roles)
+        except Exception as exc:  # no generator registered: say so instead of failing the label figures
+            return f"\n\nRationales: not measured ({exc})."
+        if fold_ids:
+            chosen_ids = set(list(fold_ids[0])[:n])
+            chosen = [r for r in records if r.id in chosen_ids]
+            reader = train_evidence([r for r in records if r.id not in chosen_ids])
+            answering = _FoldRuntime(runtime, reader, "rationale-fold-evidence")
+        else:
+            chosen, answering = records[:n], runtime
+            reader = runtime.engine("answer_evidence")
+        started = time.perf_counter()
+        answers = predict(chosen, setting="full", runtime=answering, params=params)
+        seconds = time.perf_counter() - started
+        q = rationale_quality(answers, reader)
+        table = format_table(
+            ["questions", "answers/s with rationale", "mean words", "one sentence", "label only", "content words found in "
+             "question or evidence", "states a number the evidence lacks", "agrees with the answer"],
+            [[str(q["n"]), f"{q['n'] / seconds:.2f}", f"{q['mean_words']:.1f}", f"{q['one_sentence']:.0%}",
+              f"{q['label_only']:.0%}", f"{q['support']:.0%}", f"{q['unsupported_number']:.0%}", f"{q['agrees']:.0%}"]])
+        settings_used = answers[0].get("rationale_settings", {}) if answers else {}
+        examples = "\n".join(f"- *{a['question']}* -> {a['label']}: {a.get('rationale', '')!r}" for a in answers[:3])
+        return (f"\n\n### Generated rationales (`--rationales {n}`)\n\n"
+                f"{len(chosen)} questions (full setting), answered as served with `rationale: true` by "
+                f"{runtime.version_label('generator')} (settings {json.dumps(settings_used)}; one process). Agreement: "
+                "the answer-evidence model (trained without these questions) reading the rationale as a conclusion "
+                "gives the answer's label. Content words: 5-letter stems, stopwords out.\n\n"
+                f"{table}\n\nFirst three:\n\n{examples}")
 
     # --- diagnosis -----------------------------------------------------------------------------------------------
 
@@ -292,19 +336,27 @@ class Command(BaseCommand):
         )
 
         folder = shared("ddx-knowledge")
-        headers = ["case set", "cases", "diseases in ranker", "case disease outside universe", "weights", "top-1",
-                   "top-3", "top-10", "top-20"]
+        headers = ["case set", "cases", "diseases in ranker", "case disease outside universe", "weights", "match",
+                   "top-1", "top-3", "top-10", "top-20"]
         intro = ("## Differential diagnosis over thousands of diseases (open world)\n\n"
                  "Naive Bayes over the ddx-knowledge association sources (NHAMCS 2010 ED visits, HSDN top-10, "
                  "DBpedia, Disease Ontology, DDXPlus; knowledge.diagnosis_bayes), each case set from a source the "
                  "ranker did not read. A case disease is matched by code (ICD-9/10-CM, MeSH, UMLS through the "
-                 "crosswalks) or by name. Anchors: symptom checkers 34% top-1 / 58% top-20 (Semigran 2015); "
+                 "crosswalks) or by name; match \"category\" also lets an ICD-10-CM code match by its 3-character "
+                 "category (a case coded J45 hits any disease with a J45.x code), \"exact\" does not (the case's own "
+                 "codes or name only; NHAMCS cases carry ICD-9-CM codes and HSDN cases MeSH ids, so there the two "
+                 "agree). Anchors: symptom checkers 34% top-1 / 58% top-20 (Semigran 2015); "
                  "physicians 72% top-1 (Semigran 2016); DXplain 33% top-1 on 117 cases (Müller 2019).")
 
-        def row(label, ranker, cases, weights, shown):
+        def row(label, ranker, cases, weights, shown, exact=False):
             m = evaluate_open(ranker, cases, weights=weights)
-            return [label, m["n"], len(ranker.disease_ids), m["outside_universe"], shown,
-                    *(f"{100 * m[k]:.1f}%" for k in ("top1", "top3", "top10", "top20"))]
+            out = [[label, m["n"], len(ranker.disease_ids), m["outside_universe"], shown, "category",
+                    *(f"{100 * m[k]:.1f}%" for k in ("top1", "top3", "top10", "top20"))]]
+            if exact:
+                e = m["exact"]
+                out.append(["", e["n"], len(ranker.disease_ids), e["outside_universe"], shown, "exact",
+                            *(f"{100 * e[k]:.1f}%" for k in ("top1", "top3", "top10", "top20"))])
+            return out
 
         if data is not None:
             cases = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -314,7 +366,7 @@ class Command(BaseCommand):
                 ranker = BayesRanker(build_association_set(folder), weights=default_bayes_weights())
                 where = "built from the shared ddx-knowledge files (associations not imported in this database)"
             weights = ranker.weights
-            rows = [row(f"{Path(data).name}", ranker, cases, weights, _weights_text(weights))]
+            rows = row(f"{Path(data).name}", ranker, cases, weights, _weights_text(weights), exact=True)
             return (f"{intro} Ranker: {where}, {len(ranker.disease_ids):,} diseases.\n\n`{{command}}`\n\n"
                     f"{format_table(headers, rows)}")
 
@@ -341,8 +393,8 @@ class Command(BaseCommand):
         ]
         rows = []
         for label, ranker, cases in reported:
-            rows.append(row(label, ranker, cases, BayesWeights(), "all 1"))
-            rows.append(row("", ranker, cases, chosen, "chosen"))
+            rows += row(label, ranker, cases, BayesWeights(), "all 1")
+            rows += row("", ranker, cases, chosen, "chosen", exact=True)
         return (f"{intro}\n\n`{{command}}`\n\n**Reported sets** (seed {seed}; never used to choose the weights), "
                 f"at all weights 1 and at the weights chosen below ({_weights_text(chosen)}):\n\n"
                 f"{format_table(headers, rows)}{tuning}")
