@@ -36,6 +36,21 @@ Model (every number in a result can be re-derived from this)
     each term is a ``score_components`` entry (value, weight, contribution; contributions sum to the
     score).  ``probability`` is the softmax of the scores over the listed candidates.  A disease is a
     candidate only with a present finding some source links to it.
+
+Tried on the development cases and not adopted (issue 17; paired bootstrap over the 2,000 NHAMCS and 490
+DDXPlus development cases of ``evaluate diagnosis --open-world``, its weight grid also re-run for each)
+    * a hierarchical back-off of the NHAMCS estimate: P(f | d) smoothed toward the mixture, by d's visits
+      per ICD-9-CM code, of its 3-character categories' P(f | c) (itself smoothed toward p(f); d's own
+      visits left out of its category, alpha 5, category alpha 2; also without the leave-out and alpha
+      2-20) instead of straight toward p(f).  At fixed weights the development objective (mean MRR@20)
+      moved +0.001 (95% CI -0.001 to +0.004; NHAMCS +0.002, DDXPlus +0.001): diagnoses seen in <= 5
+      visits reached the top 10 more often (4% -> 9% of their cases), but the sparse diagnoses that
+      borrowed their category's reasons also outranked common ones about as often;
+    * DIAG2/DIAG3 visits counted at half weight (the reasons for visit are mostly the first-listed
+      diagnosis'): NHAMCS MRR@20 +0.006 (95% CI +0.002 to +0.010), DDXPlus -0.003, objective +0.001 (CI
+      -0.003 to +0.005); with the grid re-run +0.003 (CI -0.004 to +0.011), most of it a shift of weight
+      from HSDN that costs the DDXPlus cases.
+    Both are within the 0.002 the grid search treats as a tie, so the simpler model stays.
 """
 from __future__ import annotations
 

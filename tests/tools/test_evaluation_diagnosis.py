@@ -132,3 +132,27 @@ def test_grid_search_open_scores_each_setting_as_evaluate_open_does():
         assert {k: got[k] for k in ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "outside_universe")} == \
                {k: want[k] for k in ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "outside_universe")}
     assert per_setting[0]["outside_universe"] == 1
+
+
+def test_evaluate_open_reports_exact_code_matching_beside_the_icd10_category():
+    """A case coded with an ICD-10-CM category (DDXPlus' asthma exacerbation is J45) is a hit for any disease
+    with a J45.x code under the category rule; the exact figures count only the case's own codes or name."""
+    from medassist.tools.evaluation.diagnosis import DiseaseMatcher, evaluate_open
+
+    class Ranker:  # ranks exercise-induced asthma first, then asthma
+        disease_ids = ["MESH:D001250", "MESH:D001249"]
+        disease_names = ["Asthma, Exercise-Induced", "Asthma"]
+        disease_xrefs = [["ICD10CM:J45.990"], ["ICD10CM:J45.909"]]
+        disease_synonyms = [[], []]
+
+        def ranked_indices(self, findings, *, top_k=20, **_):
+            return [0, 1][:top_k]
+
+    cases = [{"findings": ["wheezing"], "codes": ["ICD10CM:J45"], "diagnosis": "Bronchospasm / acute asthma exacerbation"},
+             {"findings": ["wheezing"], "codes": ["ICD10CM:J45.909"], "diagnosis": ""}]
+    matcher = DiseaseMatcher(Ranker())
+    assert matcher.targets(cases[0]) == {0, 1} and matcher.targets(cases[0], exact=True) == set()
+    assert matcher.targets(cases[1], exact=True) == {1}
+    m = evaluate_open(Ranker(), cases)
+    assert (m["top1"], m["outside_universe"]) == (1.0, 0)
+    assert (m["exact"]["top1"], m["exact"]["top3"], m["exact"]["outside_universe"]) == (0.0, 0.5, 1)

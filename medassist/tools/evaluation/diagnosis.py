@@ -262,13 +262,19 @@ def hsdn_disease_count(folder: Path) -> int:
 class DiseaseMatcher:
     """A case's disease -> the ranker's disease rows: by code (the ranker's ids and every crosswalk xref,
     e.g. ``UMLS:C0032285``, ``ICD9CM:486``; an ICD-10-CM code also by its category) and by name or
-    synonym (order-free: "pneumonia, bacterial" = "bacterial pneumonia")."""
+    synonym (order-free: "pneumonia, bacterial" = "bacterial pneumonia").
+
+    ``targets(case, exact=True)`` drops the ICD-10-CM category rule: a case coded J45 (asthma) then
+    matches only a disease that carries J45 itself, not every disease with a J45.x code (exercise-induced
+    or cough-variant asthma ...), and J45.909 only a disease with that code.  The category rule flatters
+    the scores; the evaluation reports both."""
 
     def __init__(self, ranker) -> None:
         from medassist.knowledge.diagnosis_sources import name_key
 
         self._key = name_key
         self.by_code: dict[str, set[int]] = {}
+        self.by_category: dict[str, set[int]] = {}
         self.by_name: dict[tuple, set[int]] = {}
         synonyms = getattr(ranker, "disease_synonyms", None) or [[] for _ in ranker.disease_ids]
         for i, (cid, name, xrefs, syns) in enumerate(zip(ranker.disease_ids, ranker.disease_names,
@@ -276,20 +282,20 @@ class DiseaseMatcher:
             for code in (cid, *xrefs):
                 code = code.replace("UMLS_CUI:", "UMLS:")
                 self.by_code.setdefault(code, set()).add(i)
-                if code.startswith("ICD10CM:") and "." in code:
-                    self.by_code.setdefault(code.split(".")[0], set()).add(i)
+                if code.startswith("ICD10CM:"):
+                    self.by_category.setdefault(code.split(".")[0], set()).add(i)
             for n in (name, *syns):
                 self.by_name.setdefault(self._key(n), set()).add(i)
 
-    def targets(self, case: Mapping) -> set[int]:
+    def targets(self, case: Mapping, *, exact: bool = False) -> set[int]:
         out: set[int] = set()
         for code in case.get("codes") or []:
             code = str(code).replace("UMLS_CUI:", "UMLS:")
             if code.upper().startswith("UMLS:"):
                 code = "UMLS:" + code.split(":", 1)[1].upper()
             out |= self.by_code.get(code, set())
-            if code.startswith("ICD10CM:"):
-                out |= self.by_code.get(code.split(".")[0], set())
+            if code.startswith("ICD10CM:") and not exact:
+                out |= self.by_category.get(code.split(".")[0], set())
         if case.get("diagnosis"):
             out |= self.by_name.get(self._key(case["diagnosis"]), set())
         return out
@@ -297,24 +303,32 @@ class DiseaseMatcher:
 
 def evaluate_open(ranker, cases: Sequence[Mapping], *, weights=None, top_k: int = 20, progress=None) -> dict:
     """top-1/3/10/20 of ``ranker`` on ``cases``; a case whose disease the ranker does not know counts as a
-    miss and is counted in ``outside_universe``."""
+    miss and is counted in ``outside_universe``.  ``exact`` holds the same figures (and ``outside_universe``)
+    when a case's disease is matched by its exact codes or name only (:meth:`DiseaseMatcher.targets`,
+    ``exact=True``): no ICD-10-CM category."""
     matcher = DiseaseMatcher(ranker)
     ranks: list[int | None] = []
+    exact_ranks: list[int | None] = []
     latencies: list[float] = []
-    outside = 0
+    outside = outside_exact = 0
     for case in cases:
         targets = matcher.targets(case)
-        if not targets:
-            outside += 1
+        exact = matcher.targets(case, exact=True)
+        outside += not targets
+        outside_exact += not exact
         started = time.perf_counter()
         kwargs = {"weights": weights} if weights is not None else {}
         order = ranker.ranked_indices(case["findings"], top_k=top_k, age=case.get("age"), sex=case.get("sex"), **kwargs)
         latencies.append(time.perf_counter() - started)
         ranks.append(next((r for r, i in enumerate(order, start=1) if i in targets), None))
+        exact_ranks.append(next((r for r, i in enumerate(order, start=1) if i in exact), None))
         if progress is not None:
             progress.update(1)
     out = _metrics(ranks, latencies, 1)
     out["outside_universe"] = outside
+    out["exact"] = {k: v for k, v in _metrics(exact_ranks, latencies, 1).items()
+                    if k in ("n", "top1", "top3", "top10", "top20", "mrr_at_20", "outside_top20")}
+    out["exact"]["outside_universe"] = outside_exact
     return out
 
 
