@@ -366,3 +366,20 @@ def test_diagnosis_rationale_examples_use_the_kinds_prompt_and_cite_the_findings
         disease = user.split("ranks ")[1].split(" first.")[0]
         assert user == explain_prompt([{"name": f, "negated": False} for f in findings], disease)
         assert reply.startswith(disease) and all(f.lower() in reply for f in findings)
+
+
+def test_rationale_evidence_keeps_whole_sentences_about_the_question_within_the_budget():
+    question = "Does aspirin reduce stroke in older adults?"
+    evidence = ("The trial enrolled 400 patients at three sites over two years of follow up. "
+                "Aspirin reduced stroke by a third in older adults. "
+                "Bleeding was more frequent with aspirin.")
+    assert prompts.rationale_evidence(question, evidence, max_words=100) == evidence  # fits: all of it, as is
+    # 15 words: the sentence sharing the question's words comes first, then what still fits, in text order
+    assert prompts.rationale_evidence(question, evidence, max_words=15) == (
+        "Aspirin reduced stroke by a third in older adults. Bleeding was more frequent with aspirin.")
+    assert prompts.rationale_evidence(question, evidence, max_words=9) == "Aspirin reduced stroke by a third in older adults."
+    # no whole sentence fits: the best one, cut and marked
+    assert prompts.rationale_evidence(question, evidence, max_words=4) == "Aspirin reduced stroke by …"
+    prompt = prompts.rationale_prompt(question, evidence * 3, "yes")
+    assert prompt.startswith(f"Question: {question}\nEvidence: ") and "Answer: Yes." in prompt
+    assert len(prompt.split("Evidence: ")[1].split("\n\n")[0].split()) <= prompts.RATIONALE_EVIDENCE_MAX_WORDS

