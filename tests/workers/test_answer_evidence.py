@@ -77,6 +77,16 @@ def test_significance_cues_and_question_interaction_are_read():
     assert "X_qneg" in answer_evidence.interaction(question, "Mobilisation did not reduce length of stay.")
 
 
+def test_polarity_words_pool_into_one_cue_each_and_a_negation_flips_them():
+    """Recipe 3: words too rare to be n-grams of their own still say what the conclusion found."""
+    assert answer_evidence.cues("Mass drug administration was insufficient to control the disease.").count(
+        "CUE_negword") == 1
+    assert answer_evidence.cues("Laparoscopic myomectomy is feasible and safe.").count("CUE_posword") == 2
+    negated = answer_evidence.cues("Screening was not effective.")
+    assert "CUE_negword" in negated and "CUE_posword" not in negated
+    assert answer_evidence.RECIPE["version"] == 3  # the artifact records it: models_prepare rebuilds older ones
+
+
 QUESTION = "Does early mobilisation reduce length of hospital stay after hip surgery?"
 METHODS = "We randomised 200 adults to early or usual mobilisation."
 

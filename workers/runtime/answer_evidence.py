@@ -66,7 +66,8 @@ BLOCK_WEIGHTS = {"c": 1.0, "r": 1.0, "x": 1.0, "q": 0.5}
 RECIPE = {"text": "conclusion + results cues + question", "ngrams": [1, 2], "min_df": MIN_DF,
           "negation_scope": NEGATION_SCOPE, "tfidf": "sublinear, l2 per block", "blocks": BLOCK_WEIGHTS,
           "classifier": "multinomial logistic regression", "c": DEFAULT_C, "class_weight": CLASS_WEIGHT,
-          "training views": "with and without the conclusion", "version": 2}
+          "training views": "with and without the conclusion", "polarity words": "one cue each, negated flips",
+          "version": 3}
 _NEGATION = frozenset("no not non without neither nor none never cannot failed fail fails unable lack lacks "
                       "lacked absence absent".split())
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.,;:!?]")
@@ -109,6 +110,16 @@ _UP = frozenset("increase increased increases increasing improve improved improv
                 "raise raised enhance enhanced better benefit beneficial elevated rise".split())
 _DOWN = frozenset("decrease decreased decreases decreasing reduce reduced reduces reduction lower less fewer decline "
                   "worse impair impaired diminish lowered".split())
+# Polarity words (recipe 3): what a conclusion says of its finding, pooled into one cue each so that the many
+# words too rare for an n-gram of their own (insufficient, deficit, feasible, ...) count as what they say.
+_NEGATIVE = frozenset("insufficient inadequate ineffective inefficient poor poorly deficit deficits lack lacking "
+                      "limited unnecessary unlikely unable fail failed fails failure neither nor unsuitable unreliable "
+                      "inaccurate inferior unsafe unwarranted regardless rather instead low weak weakly none "
+                      "contraindicated harmful unjustified nonsignificant".split())
+_POSITIVE = frozenset("effective efficacious safe feasible beneficial useful reliable accurate valid superior "
+                      "successful successfully improve improved improves improvement associated predicts predictive "
+                      "predictor predicted independent strong strongly recommended justified appropriate good "
+                      "excellent important valuable helpful sensitive specific".split())
 _STOP = frozenset("a an the of in on for to and or is are was were be been does do did can could should would will "
                   "with by at as from that this it its their there than into whether which what who how".split())
 _WORD = re.compile(r"[a-z0-9]+")
@@ -135,6 +146,8 @@ def cues(text: str) -> list[str]:
     words = tokens(text)
     out += ["CUE_sig" for t in words if t in ("significant", "significantly")]
     out += ["CUE_negsig" for t in words if t in ("NEG_significant", "NEG_significantly")]
+    out += ["CUE_negword" if t in _NEGATIVE else "CUE_negword" if t[4:] in _POSITIVE else "CUE_posword"
+            for t in words if t in _NEGATIVE or t in _POSITIVE or (t.startswith("NEG_") and t[4:] in _POSITIVE)]
     return out + ["CUE_hedge"] * len(_HEDGE.findall(low))
 
 
