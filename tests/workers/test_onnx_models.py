@@ -470,3 +470,32 @@ def test_grouped_attention_export_equals_the_eager_export(lm_dir, lm_onnx, lm, t
     np.testing.assert_allclose(cache["grouped"], cache["eager"], atol=ATOL, rtol=RTOL)
     with pytest.raises(ValueError, match="attention"):
         export_causal_lm(lm_dir, tmp_path / "other", attention="flash")
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_continuous_batching_gives_each_prompt_the_tokens_it_gets_alone(lm, penalty):
+    """Five prompts through two decoding slots: rows finish at different steps (should_stop), waiting prompts
+    join the running batch with caches of other lengths (both ways round), with and without a shared prefix."""
+    prompts = [[BOS, 401, 77], [BOS, 12, 300, 145, 8, 61, 23, 9, 90, 91, 92], [BOS, 23], [BOS, 5, 6, 7, 8],
+               [BOS, 250, 33, 9, 44, 12, 301]]
+    stop_at = {0: 2, 1: 9, 2: 4, 3: 1, 4: 6}  # rows leave early, at different steps
+
+    def alone(prompt, stop):
+        return lm.generate(np.array([prompt]), np.ones((1, len(prompt)), np.int64), max_new_tokens=9,
+                           eos_token_ids=NO_EOS, pad_token_id=PAD, repetition_penalty=penalty,
+                           should_stop=lambda row, new: len(new) >= stop)[0]
+
+    expected = [alone(p, stop_at[i]) for i, p in enumerate(prompts)]
+    got = lm.generate_rows(prompts, max_batch=2, max_new_tokens=9, eos_token_ids=NO_EOS, pad_token_id=PAD,
+                           repetition_penalty=penalty, should_stop=lambda row, new: len(new) >= stop_at[row])
+    assert got == expected
+    assert [len(g) for g in got] == [2, 9, 4, 1, 6]
+    # after a shared prefix, read once
+    shared = [BOS, 17, 250]
+    with_prefix = [alone(shared + p[1:], stop_at[i]) for i, p in enumerate(prompts)]
+    got = lm.generate_rows([p[1:] for p in prompts], max_batch=3, max_new_tokens=9, eos_token_ids=NO_EOS,
+                           pad_token_id=PAD, repetition_penalty=penalty, prefix=(shared, lm.prefill(shared)),
+                           should_stop=lambda row, new: len(new) >= stop_at[row])
+    assert got == with_prefix
+    with pytest.raises(ValueError, match="at least one token"):
+        lm.generate_rows([[BOS], []], max_batch=2, max_new_tokens=2, eos_token_ids=NO_EOS, pad_token_id=PAD)

@@ -272,10 +272,12 @@ class Generator:
 
     def generate(self, prompts: list[str], settings_: GenerationSettings, *, batch_size: int = 8,
                  share_prefix: bool = True) -> list[str]:
-        """Greedy completions, batched by prompt length (less padding), returned in input order.
+        """Greedy completions, returned in input order, at most ``batch_size`` decoding at a time.
 
         The tokens all prompts start with (the chat template's system turn, a job's one question) are read
         once per call when the backend can keep a cache (``prefill``): each batch then starts from that cache.
+        A backend with ``generate_rows`` (onnxruntime) batches continuously, shortest prompts first: a finished
+        row's place goes to the next prompt; otherwise prompts are batched by length (less padding).
         """
         texts: list[str] = [""] * len(prompts)
         if not prompts:
@@ -287,26 +289,33 @@ class Generator:
             prefix_ids = list(rows[0][:shared])
             prefix = (prefix_ids, self.backend.prefill(prefix_ids))
             rows = [row[shared:] for row in rows]
+
+        def should_stop(row: int, new_ids: list[int]) -> bool:
+            if settings_.sentences and len(sentence_ends(
+                    self.tokenizer.decode(new_ids, skip_special_tokens=True))) >= settings_.sentences:
+                return True
+            if not settings_.stop:
+                return False
+            tail = self.tokenizer.decode(new_ids[-8:], skip_special_tokens=True)
+            return any(stop in tail for stop in settings_.stop)
+
+        if hasattr(self.backend, "generate_rows"):
+            # Continuous batching: up to batch_size rows decode at once, and waiting prompts join as rows finish.
+            outputs = self.backend.generate_rows(rows, max_batch=batch_size, max_new_tokens=settings_.max_new_tokens,
+                                                 eos_token_ids=self.eos_token_ids,
+                                                 pad_token_id=self.tokenizer.pad_token_id,
+                                                 repetition_penalty=settings_.repetition_penalty,
+                                                 should_stop=should_stop, prefix=prefix)
+            return [self._finish(self.tokenizer.decode(new_ids, skip_special_tokens=True), settings_)
+                    for new_ids in outputs]
         order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            ids, mask = self._left_padded([rows[i] for i in index])
-
-            def should_stop(row: int, new_ids: list[int]) -> bool:
-                if settings_.sentences and len(sentence_ends(
-                        self.tokenizer.decode(new_ids, skip_special_tokens=True))) >= settings_.sentences:
-                    return True
-                if not settings_.stop:
-                    return False
-                tail = self.tokenizer.decode(new_ids[-8:], skip_special_tokens=True)
-                return any(stop in tail for stop in settings_.stop)
-
-            extra = {"prefix": prefix} if prefix is not None else {}
+            ids, mask = self._left_padded([rows[i] for i in index])  # (no prefix: only onnx backends keep one)
             outputs = self.backend.generate(ids, mask, max_new_tokens=settings_.max_new_tokens,
                                             eos_token_ids=self.eos_token_ids,
                                             pad_token_id=self.tokenizer.pad_token_id,
-                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop,
-                                            **extra)
+                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop)
             for i, new_ids in zip(index, outputs, strict=True):
                 texts[i] = self._finish(self.tokenizer.decode(new_ids, skip_special_tokens=True), settings_)
         return texts

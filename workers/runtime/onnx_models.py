@@ -672,71 +672,139 @@ class OnnxCausalLM:
         should_stop: Callable[[int, list[int]], bool] | None = None,
         prefix: tuple[list[int], list[np.ndarray]] | None = None,
     ) -> list[list[int]]:
-        """Greedy decoding of a LEFT-padded batch with the KV cache.
-
-        ``prefix`` = (token ids, :meth:`prefill` of them): every row's prompt is those ids followed by its row
-        of ``input_ids``; the prefix is not read again (its cache is repeated over the batch), and the result
-        is that of the whole prompts read afresh (tests/workers/test_onnx_models.py checks it token for token).
+        """Greedy decoding of a LEFT-padded batch with the KV cache (every row at once: :meth:`generate_rows`).
 
         Returns the new token ids of each row (no prompt, no padding, eos excluded). A row stops at an eos
         token, after ``max_new_tokens`` tokens, or when ``should_stop(row, new_ids)`` is true; finished rows
         leave the batch (its cache is compacted), and the loop ends when none is left.
         ``repetition_penalty`` is the HF/CTRL rule over each row's prompt (non-padding) + generated ids.
+
+        ``prefix`` = (token ids, :meth:`prefill` of them): every row's prompt is those ids followed by its row
+        of ``input_ids``; the prefix is not read again (its cache is repeated over the batch), and the result
+        is that of the whole prompts read afresh (tests/workers/test_onnx_models.py checks it token for token).
         The arena is shrunk when the call ends (:meth:`release_arena`).
         """
-        try:
-            return self._generate(input_ids, attention_mask, max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
-                                  repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
-        finally:
-            self.release_arena()
-
-    def _generate(self, input_ids, attention_mask, *, max_new_tokens, eos_token_ids, repetition_penalty, should_stop,
-                  prefix=None):
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         if input_ids.ndim != 2 or input_ids.shape != mask.shape:
             raise ValueError(f"input_ids {input_ids.shape} and attention_mask {mask.shape} must be the same [B,T]")
         if mask.shape[1] and (mask[:, -1] == 0).any():
             raise ValueError("the batch must be LEFT-padded (every row's last token valid)")
-        batch = input_ids.shape[0]
-        results: list[list[int]] = [[] for _ in range(batch)]
-        if batch == 0 or max_new_tokens <= 0:
+        rows = [input_ids[b][mask[b] != 0].tolist() for b in range(input_ids.shape[0])]
+        return self.generate_rows(rows, max_batch=max(len(rows), 1), max_new_tokens=max_new_tokens,
+                                  eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
+                                  repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
+
+    def generate_rows(
+        self,
+        rows: list[list[int]],
+        *,
+        max_batch: int,
+        max_new_tokens: int,
+        eos_token_ids: set[int],
+        pad_token_id: int,
+        repetition_penalty: float = 1.0,
+        should_stop: Callable[[int, list[int]], bool] | None = None,
+        prefix: tuple[list[int], list[np.ndarray]] | None = None,
+    ) -> list[list[int]]:
+        """Greedy decoding of many prompts (unpadded token rows), at most ``max_batch`` decoding at a time.
+
+        Continuous batching: when rows finish, the next waiting prompts are read (prefilled together) and join
+        the running batch, their cache left-padded to its length (or its cache to theirs), so that decoding
+        steps stay full instead of running a batch's last long row alone. Padding is invisible to every row
+        (mask and positions), so each row's tokens are those it gets alone (tested). Rows are admitted
+        shortest prompt first. ``should_stop`` gets the index into ``rows``.
+        """
+        try:
+            return self._generate_rows(rows, max_batch=max_batch, max_new_tokens=max_new_tokens,
+                                       eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
+                                       repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
+        finally:
+            self.release_arena()
+
+    def _prefill_rows(self, rows: list[list[int]], pad_token_id: int, prefix) -> tuple[np.ndarray, list, np.ndarray]:
+        """(last-position logits [k, V], present caches, attention mask) of prompts read together, left-padded,
+        after the shared ``prefix`` cache when there is one."""
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for b, row in enumerate(rows):
+            ids[b, width - len(row):] = row
+            mask[b, width - len(row):] = 1
+        past = self._empty_past(len(rows))
+        skip = 0
+        if prefix is not None:
+            skip = len(prefix[0])
+            past = {name: np.repeat(cache, len(rows), axis=0) for name, cache in zip(self.past_names, prefix[1], strict=True)}
+            mask = np.concatenate([np.ones((len(rows), skip), dtype=np.int64), mask], axis=1)
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask)[:, skip:],
+                 **self._keep(1), **past}
+        logits, present = self._run(feeds)
+        return logits[:, -1, :], present, mask
+
+    def _array(self, value) -> np.ndarray:
+        """A cache tensor as numpy: an OrtValue (what a step returns, fed back as is) only when it must change."""
+        return value.numpy() if isinstance(value, self._ort.OrtValue) else value
+
+    def _left_pad(self, array, width: int, axis: int) -> np.ndarray:
+        array = self._array(array)
+        missing = width - array.shape[axis]
+        if missing <= 0:
+            return array
+        pad = [(0, 0)] * array.ndim
+        pad[axis] = (missing, 0)
+        return np.pad(array, pad)
+
+    def _generate_rows(self, rows, *, max_batch, max_new_tokens, eos_token_ids, pad_token_id, repetition_penalty,
+                       should_stop, prefix):
+        results: list[list[int]] = [[] for _ in rows]
+        if not rows or max_new_tokens <= 0:
             return results
+        if any(not row for row in rows):
+            raise ValueError("every prompt needs at least one token")
+        max_batch = max(int(max_batch), 1)
         eos = {int(t) for t in eos_token_ids}
         penalise = repetition_penalty != 1.0
-        seen = None
-        rows = np.arange(batch)  # batch position -> original row
+        prefix_ids = list(prefix[0]) if prefix is not None else []
+        waiting = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        waiting.reverse()  # pop() from the end: the shortest first
+        # The running batch: original row indices, their next-token logits, caches, mask and seen tokens.
+        active = np.zeros(0, dtype=np.int64)
+        next_logits = present = mask = seen = None
 
-        prefix_ids = np.zeros(0, dtype=np.int64)
-        past = self._empty_past(batch)
-        if prefix is not None:
-            # The shared prefix's cache, once per row; the mask and the positions count its tokens.
-            prefix_ids = np.asarray(prefix[0], dtype=np.int64)
-            past = {name: np.repeat(cache, batch, axis=0) for name, cache in zip(self.past_names, prefix[1], strict=True)}
-            mask = np.concatenate([np.ones((batch, len(prefix_ids)), dtype=np.int64), mask], axis=1)
-        feeds = {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "position_ids": position_ids_for(mask)[:, len(prefix_ids):],
-            **self._keep(1),
-            **past,
-        }
-        logits, present = self._run(feeds)
-        next_logits = logits[:, -1, :]
-        if penalise:
-            vocab = next_logits.shape[-1]
-            seen = np.zeros((batch, vocab), dtype=bool)
-            for b in range(batch):
-                ids = np.concatenate([prefix_ids, input_ids[b][mask[b, len(prefix_ids):] != 0]])
-                seen[b, ids[(ids >= 0) & (ids < vocab)]] = True
+        def admit():
+            nonlocal active, next_logits, present, mask, seen
+            chosen = [waiting.pop() for _ in range(min(max_batch - len(active), len(waiting)))]
+            logits, caches, new_mask = self._prefill_rows([rows[i] for i in chosen], pad_token_id, prefix)
+            new_seen = None
+            if penalise:
+                vocab = logits.shape[-1]
+                new_seen = np.zeros((len(chosen), vocab), dtype=bool)
+                for b, i in enumerate(chosen):
+                    ids = np.asarray(prefix_ids + rows[i], dtype=np.int64)
+                    new_seen[b, ids[(ids >= 0) & (ids < vocab)]] = True
+            if not len(active):
+                active, next_logits, present, mask, seen = np.asarray(chosen), logits, caches, new_mask, new_seen
+                return
+            width = max(mask.shape[1], new_mask.shape[1])
+            present = [np.concatenate([self._left_pad(old, width, 2), self._left_pad(new, width, 2)])
+                       for old, new in zip(present, caches, strict=True)]
+            mask = np.concatenate([self._left_pad(mask, width, 1), self._left_pad(new_mask, width, 1)])
+            next_logits = np.concatenate([next_logits, logits])
+            seen = np.concatenate([seen, new_seen]) if penalise else None
+            active = np.concatenate([active, np.asarray(chosen)])
 
-        while True:
+        admit()
+        # Rows join when this many slots are free (a join copies the batch's cache once), or when none is left.
+        refill_at = max(1, max_batch // 4)
+        while len(active):
             scores = next_logits
             if penalise:
-                scores = np.where(seen, np.where(scores > 0, scores / repetition_penalty, scores * repetition_penalty), scores)
+                scores = np.where(seen, np.where(scores > 0, scores / repetition_penalty, scores * repetition_penalty),
+                                  scores)
             tokens = scores.argmax(axis=-1)
-            keep = np.ones(len(rows), dtype=bool)
-            for pos, row in enumerate(rows):
+            keep = np.ones(len(active), dtype=bool)
+            for pos, row in enumerate(active):
                 token = int(tokens[pos])
                 if token in eos:
                     keep[pos] = False
@@ -746,24 +814,22 @@ class OnnxCausalLM:
                     seen[pos, token] = True
                 if len(results[row]) >= max_new_tokens or (should_stop is not None and should_stop(int(row), list(results[row]))):
                     keep[pos] = False
-            if not keep.any():
-                return results
-            if not keep.all():  # drop finished rows from the batch and its cache
-                rows, tokens, mask = rows[keep], tokens[keep], mask[keep]
-                present = [np.ascontiguousarray(p.numpy()[keep]) for p in present]
+            if not keep.all():  # finished rows leave the batch and its cache
+                active, tokens, mask = active[keep], tokens[keep], mask[keep]
+                present = [np.ascontiguousarray(self._array(p)[keep]) for p in present]
                 if penalise:
                     seen = seen[keep]
-            step_positions = mask.sum(axis=1, keepdims=True).astype(np.int64)  # valid tokens so far = next position
-            mask = np.concatenate([mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
-            feeds = {
-                "input_ids": tokens.astype(np.int64).reshape(-1, 1),
-                "attention_mask": mask,
-                "position_ids": step_positions,
-                **self._keep(1),
-                **dict(zip(self.past_names, present, strict=True)),
-            }
-            logits, present = self._run(feeds)
-            next_logits = logits[:, -1, :]
+            if len(active):
+                step_positions = mask.sum(axis=1, keepdims=True).astype(np.int64)  # valid tokens so far = next position
+                mask = np.concatenate([mask, np.ones((len(active), 1), dtype=np.int64)], axis=1)
+                feeds = {"input_ids": tokens.astype(np.int64).reshape(-1, 1), "attention_mask": mask,
+                         "position_ids": step_positions, **self._keep(1),
+                         **dict(zip(self.past_names, present, strict=True))}
+                logits, present = self._run(feeds)
+                next_logits = logits[:, -1, :]
+            if waiting and (max_batch - len(active) >= refill_at or not len(active)):
+                admit()
+        return results
 
 
 class OnnxEmbedder:
