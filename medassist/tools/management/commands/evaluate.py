@@ -80,7 +80,7 @@ ANSWER_RECIPE_NOTE = (
     "count. Over three fold seeds (`--seed 0/1/2`, recipe 2 -> 3): full 65.6 -> 66.4, 67.0 -> 67.8, 66.0 -> 67.2%; "
     "reasoning 60.2 -> 60.8, 61.2 -> 60.2, 58.6 -> 59.0%: about +1 point where the conclusion is read, none "
     "without it (a standard error is about 2 points on 500 questions). What remains wrong in the full setting "
-    "reads as language, not cues ("regardless of the size ... of the myomas" answering whether size limits the "
+    "reads as language, not cues (\"regardless of the size ... of the myomas\" answering whether size limits the "
     "operation): the 72% target needs a reader of sentences, not a bag of words.")
 
 
