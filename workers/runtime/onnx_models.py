@@ -21,6 +21,13 @@ onnxruntime's fused GroupQueryAttention contrib op was tried and is not used: it
 of several prompts read over a past cache ("batch_size must be 1 when sequence_length > 1 and past context
 is given", onnxruntime 1.32), which is how a shared prompt prefix is read once (``OnnxCausalLM.prefill``).
 
+Known numerics of the int8 graph (measured 2026-12-06, onnxruntime 1.32, AMD EPYC with AVX-512 VNNI): MatMulNBits
+at accuracy level 4 computes the last (rows mod 4) rows of its [batch x positions] input with other kernels than
+whole groups of 4, so a prompt's logits move (by up to ~1 on SmolLM2, 87.5% argmax agreement per position) with its
+own left padding of 1-3 tokens and with the decoding batch's size, while 4, 8 or 16 pads change nothing and the fp32
+graph agrees to 5e-5. A generated text can therefore depend on the batch it was generated in; labels (the
+answer-evidence model) do not. Making every call's row count a multiple of 4 would fix it at the cost of dummy rows.
+
 torch/transformers are imported lazily: the inference classes need only numpy, onnxruntime and tokenizers.
 """
 from __future__ import annotations
