@@ -48,7 +48,7 @@ def test_evaluate_answers_runs_the_served_path_on_a_pubmedqa_file(tiny_models, t
     assert "written to" not in out  # --data prints only
     # the rationales of (up to) 40 questions, generated as served by the active generator, and measured
     assert "### Generated rationales (`--rationales 40`)" in out and "4 questions (full setting)" in out
-    assert "agrees with the answer" in out and '"sentences": 1' in out
+    assert "agrees with the answer" in out and "\"sentences\": 1" in out and "\"min_new_tokens\": 4" in out
 
 
 def test_evaluate_answers_cross_validates_on_the_shared_questions(tiny_models, capsys):
@@ -84,3 +84,8 @@ def test_rationale_quality_on_hand_made_rationales():
     assert quality["agrees"] == 0.75  # "Yes." reads as maybe
     # content words found: 3/3 (aspir, reduc, morta), 2/3 (trial is new), 0/4 (help, dragons, agree, more)
     assert quality["support"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    # a bare label before the sentence is not a sentence of its own when the settings say so
+    labelled = answer("yes", "Yes. Aspirin reduced mortality by 20%.")
+    assert rationale_quality([labelled], _Reader())["one_sentence"] == 0
+    labelled["rationale_settings"] = {"sentences": 1, "sentence_min_words": 5}
+    assert rationale_quality([labelled], _Reader())["one_sentence"] == 1

@@ -499,3 +499,14 @@ def test_continuous_batching_gives_each_prompt_the_tokens_it_gets_alone(lm, pena
     assert got == with_prefix
     with pytest.raises(ValueError, match="at least one token"):
         lm.generate_rows([[BOS], []], max_batch=2, max_new_tokens=2, eos_token_ids=NO_EOS, pad_token_id=PAD)
+
+
+def test_min_new_tokens_holds_back_the_end_token(lm):
+    """A reply cannot end (eos) before ``min_new_tokens`` tokens; after that, eos ends it as before."""
+    ids, mask = left_padded(PROMPTS)
+    free = lm.generate(ids, mask, max_new_tokens=8, eos_token_ids=NO_EOS, pad_token_id=PAD)
+    eos = free[0][0]  # row 0's first token, made the end token: row 0 would stop at once
+    assert lm.generate(ids, mask, max_new_tokens=8, eos_token_ids={eos}, pad_token_id=PAD)[0] == []
+    held = lm.generate(ids, mask, max_new_tokens=8, eos_token_ids={eos}, pad_token_id=PAD, min_new_tokens=3)
+    assert len(held[0]) >= 3 and eos not in held[0][:3]
+    assert all(eos not in row for row in held)  # eos is never emitted as a token

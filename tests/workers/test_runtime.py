@@ -277,6 +277,17 @@ def test_sentence_ends_skip_decimals_abbreviations_and_initials():
     assert sentence_ends("The answer is no. The trial was small.") == [len("The answer is no.")]
 
 
+def test_a_sentence_shorter_than_the_minimum_joins_the_next():
+    from workers.runtime.engines import sentence_ends
+
+    text = "No. The trial found fewer deaths. It was small. And"
+    assert sentence_ends(text)[0] == len("No.")
+    # "It was small." (3 words) is not complete either: it waits for more words
+    assert [text[:end] for end in sentence_ends(text, min_words=4)] == ["No. The trial found fewer deaths."]
+    settings_ = GenerationSettings(sentences=1, sentence_min_words=4)
+    assert Generator._finish(text, settings_) == "No. The trial found fewer deaths."
+
+
 def test_one_sentence_setting_stops_generation_and_cuts_the_text(tiny_model_dirs):
     directory = tiny_model_dirs["llama"]
     generator = Generator(TorchCausalLM(directory), directory)

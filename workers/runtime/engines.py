@@ -75,8 +75,9 @@ class TorchCausalLM:
     @torch.inference_mode()
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, max_new_tokens: int,
                  eos_token_ids: set[int], pad_token_id: int, repetition_penalty: float = 1.0,
-                 should_stop=None) -> list[list[int]]:
-        """Greedy decoding of a left-padded batch, reusing the KV cache at every step."""
+                 should_stop=None, min_new_tokens: int = 0) -> list[list[int]]:
+        """Greedy decoding of a left-padded batch, reusing the KV cache at every step (no eos before
+        ``min_new_tokens`` new tokens)."""
         from transformers import DynamicCache
 
         ids = torch.as_tensor(input_ids)
@@ -97,6 +98,8 @@ class TorchCausalLM:
                 row_logits = logits[row]
                 if repetition_penalty != 1.0 and seen[row]:
                     apply_repetition_penalty(row_logits, seen[row], repetition_penalty)
+                if len(new_tokens[row]) < min_new_tokens and eos_token_ids:
+                    row_logits[torch.tensor(sorted(eos_token_ids), dtype=torch.long)] = float("-inf")
                 token = int(row_logits.argmax())
                 if not done[row]:
                     if token in eos_token_ids:
@@ -182,8 +185,12 @@ class GenerationSettings:
     repetition_penalty: float = 1.1
     stop: list[str] = field(default_factory=list)
     decoding: str = "greedy"
-    # Stop after this many complete sentences (None: no limit); the text is cut at the last one's end.
+    # Stop after this many complete sentences (None: no limit); the text is cut at the last one's end. A
+    # sentence of fewer than ``sentence_min_words`` words ("No.") does not count: it is kept, and generation goes on.
     sentences: int | None = None
+    sentence_min_words: int = 1
+    # The end-of-turn tokens cannot come before this many new tokens (a reply of a bare "Yes." goes on).
+    min_new_tokens: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -196,14 +203,18 @@ _SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s+\S)")
 _NOT_A_SENTENCE_END = {"e.g", "i.e", "vs", "al", "approx", "ca", "cf", "fig", "dr", "mr", "mrs", "ms", "st"}
 
 
-def sentence_ends(text: str) -> list[int]:
-    """Offsets just past each complete sentence of ``text`` (one followed by more text)."""
-    ends = []
+def sentence_ends(text: str, *, min_words: int = 1) -> list[int]:
+    """Offsets just past each complete sentence of ``text`` (one followed by more text) of at least
+    ``min_words`` words; a shorter one joins the next."""
+    ends, start = [], 0
     for match in _SENTENCE_END_RE.finditer(text):
         word = re.findall(r"[\w.]+$", text[:match.start()])
         if match.group().startswith(".") and word and (word[0].lower() in _NOT_A_SENTENCE_END or len(word[0]) == 1):
             continue  # "e.g.", "vs.", an initial
+        if len(text[start:match.end()].split()) < min_words:
+            continue
         ends.append(match.end())
+        start = match.end()
     return ends
 
 
@@ -291,8 +302,8 @@ class Generator:
             rows = [row[shared:] for row in rows]
 
         def should_stop(row: int, new_ids: list[int]) -> bool:
-            if settings_.sentences and len(sentence_ends(
-                    self.tokenizer.decode(new_ids, skip_special_tokens=True))) >= settings_.sentences:
+            if settings_.sentences and len(sentence_ends(self.tokenizer.decode(new_ids, skip_special_tokens=True),
+                                                         min_words=settings_.sentence_min_words)) >= settings_.sentences:
                 return True
             if not settings_.stop:
                 return False
@@ -305,7 +316,8 @@ class Generator:
                                                  eos_token_ids=self.eos_token_ids,
                                                  pad_token_id=self.tokenizer.pad_token_id,
                                                  repetition_penalty=settings_.repetition_penalty,
-                                                 should_stop=should_stop, prefix=prefix)
+                                                 should_stop=should_stop, prefix=prefix,
+                                                 min_new_tokens=settings_.min_new_tokens)
             return [self._finish(self.tokenizer.decode(new_ids, skip_special_tokens=True), settings_)
                     for new_ids in outputs]
         order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))
@@ -315,7 +327,8 @@ class Generator:
             outputs = self.backend.generate(ids, mask, max_new_tokens=settings_.max_new_tokens,
                                             eos_token_ids=self.eos_token_ids,
                                             pad_token_id=self.tokenizer.pad_token_id,
-                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop)
+                                            repetition_penalty=settings_.repetition_penalty, should_stop=should_stop,
+                                            min_new_tokens=settings_.min_new_tokens)
             for i, new_ids in zip(index, outputs, strict=True):
                 texts[i] = self._finish(self.tokenizer.decode(new_ids, skip_special_tokens=True), settings_)
         return texts
@@ -325,7 +338,7 @@ class Generator:
         for stop in settings_.stop:
             text = text.split(stop)[0]
         if settings_.sentences:
-            ends = sentence_ends(text)
+            ends = sentence_ends(text, min_words=settings_.sentence_min_words)
             if len(ends) >= settings_.sentences:
                 text = text[:ends[settings_.sentences - 1]]
         return text.strip()

@@ -678,6 +678,7 @@ class OnnxCausalLM:
         repetition_penalty: float = 1.0,
         should_stop: Callable[[int, list[int]], bool] | None = None,
         prefix: tuple[list[int], list[np.ndarray]] | None = None,
+        min_new_tokens: int = 0,
     ) -> list[list[int]]:
         """Greedy decoding of a LEFT-padded batch with the KV cache (every row at once: :meth:`generate_rows`).
 
@@ -700,7 +701,8 @@ class OnnxCausalLM:
         rows = [input_ids[b][mask[b] != 0].tolist() for b in range(input_ids.shape[0])]
         return self.generate_rows(rows, max_batch=max(len(rows), 1), max_new_tokens=max_new_tokens,
                                   eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
-                                  repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
+                                  repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix,
+                                  min_new_tokens=min_new_tokens)
 
     def generate_rows(
         self,
@@ -713,6 +715,7 @@ class OnnxCausalLM:
         repetition_penalty: float = 1.0,
         should_stop: Callable[[int, list[int]], bool] | None = None,
         prefix: tuple[list[int], list[np.ndarray]] | None = None,
+        min_new_tokens: int = 0,
     ) -> list[list[int]]:
         """Greedy decoding of many prompts (unpadded token rows), at most ``max_batch`` decoding at a time.
 
@@ -720,12 +723,14 @@ class OnnxCausalLM:
         the running batch, their cache left-padded to its length (or its cache to theirs), so that decoding
         steps stay full instead of running a batch's last long row alone. Padding is invisible to every row
         (mask and positions), so each row's tokens are those it gets alone (tested). Rows are admitted
-        shortest prompt first. ``should_stop`` gets the index into ``rows``.
+        shortest prompt first. ``should_stop`` gets the index into ``rows``. No eos token is chosen before a
+        row has ``min_new_tokens`` new tokens.
         """
         try:
             return self._generate_rows(rows, max_batch=max_batch, max_new_tokens=max_new_tokens,
                                        eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
-                                       repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix)
+                                       repetition_penalty=repetition_penalty, should_stop=should_stop, prefix=prefix,
+                                       min_new_tokens=min_new_tokens)
         finally:
             self.release_arena()
 
@@ -763,7 +768,7 @@ class OnnxCausalLM:
         return np.pad(array, pad)
 
     def _generate_rows(self, rows, *, max_batch, max_new_tokens, eos_token_ids, pad_token_id, repetition_penalty,
-                       should_stop, prefix):
+                       should_stop, prefix, min_new_tokens=0):
         results: list[list[int]] = [[] for _ in rows]
         if not rows or max_new_tokens <= 0:
             return results
@@ -809,6 +814,11 @@ class OnnxCausalLM:
             if penalise:
                 scores = np.where(seen, np.where(scores > 0, scores / repetition_penalty, scores * repetition_penalty),
                                   scores)
+            if min_new_tokens > 0 and eos:
+                early = [pos for pos, row in enumerate(active) if len(results[row]) < min_new_tokens]
+                if early:
+                    scores = scores.copy()
+                    scores[np.ix_(early, sorted(t for t in eos if 0 <= t < scores.shape[-1]))] = -np.inf
             tokens = scores.argmax(axis=-1)
             keep = np.ones(len(active), dtype=bool)
             for pos, row in enumerate(active):

@@ -170,7 +170,8 @@ def _content_words(text: str) -> list[str]:
 def rationale_quality(answers: Sequence[dict], reader) -> dict:
     """What a reader of the generated rationales would check, measured without a human:
 
-    - ``one_sentence``: the rationale is one sentence (the prompt asks for one);
+    - ``one_sentence``: the rationale is one sentence (the prompt asks for one; a bare label before it, shorter
+      than the rationale settings' ``sentence_min_words``, is not counted);
     - ``label_only``: it says no more than the label ("Yes.");
     - ``support``: the share of its content words (5-letter stems, stopwords out) found in the question or the
       evidence it was given (``rationale_input``): near 1 = it restates the evidence, low = it brings words
@@ -192,7 +193,8 @@ def rationale_quality(answers: Sequence[dict], reader) -> dict:
         numbers = set(_NUMBER_RE.findall(text)) - set(_NUMBER_RE.findall(source))
         rows.append({
             "words": len(text.split()),
-            "one_sentence": bool(text) and not sentence_ends(text),
+            "one_sentence": bool(text) and not sentence_ends(
+                text, min_words=(answer.get("rationale_settings") or {}).get("sentence_min_words", 1)),
             "label_only": text.lower().strip(" .!") in ("", *ANSWER_LABELS),
             "support": sum(w in known for w in words) / len(words) if words else None,
             "unsupported_number": bool(numbers),
