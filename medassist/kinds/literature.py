@@ -18,7 +18,8 @@
   concepts and under ``QUESTION_OVERLAP_MIN`` of its words does not address it: its answer is "maybe",
   flagged ``addresses_question: false``. Then a
   short generated rationale for the chosen label, written from the question and the evidence sentences
-  alone (``prompts.rationale_prompt``: about 80 tokens to read instead of the whole abstract).
+  alone (``prompts.rationale_prompt``: at most ``RATIONALE_EVIDENCE_MAX_WORDS`` words of them instead of the
+  whole abstract), one sentence.
 - ``add_to_corpus`` (opt-in): each abstract becomes a knowledge ``Document`` (source "job") linked
   to its concepts (all types, whatever ``concept_types`` reports), and the corpus co-occurrence graph
   that the ``hypothesis`` kind ranks with counts it; see ``medassist.knowledge.services``.  A PMID
@@ -38,6 +39,7 @@ from medassist.knowledge import selectors
 from medassist.knowledge.prompts import (
     ANSWER_LABELS,
     ANSWER_SURFACE,
+    RATIONALE_EVIDENCE_MAX_WORDS,
     SUMMARY_INSTRUCTION,
     abstract_block,
     question_prompt,
@@ -351,7 +353,8 @@ def _answer(batch: list[dict], asked: list[str], extracted: list[list[dict]], pa
             result["answer"]["generator_probabilities"] = {k: round(v, 4) for k, v in gen_p.items()}
         if rationale is not None:
             result["answer"].update(rationale=rationale, rationale_settings=rationale_settings.as_dict(),
-                                    rationale_input="the question and the evidence conclusion (evidence.conclusion)",
+                                    rationale_input=f"the question and at most {RATIONALE_EVIDENCE_MAX_WORDS} words of whole "
+                                                    "sentences of the evidence conclusion (evidence.conclusion)",
                                     rationale_model_version=runtime.version_label(ModelVersion.Role.GENERATOR))
 
 

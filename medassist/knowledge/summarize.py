@@ -306,13 +306,19 @@ _GENERIC_QUESTION_WORDS = frozenset(
     "outcome outcomes treatment group groups".split())
 
 
+def content_stems(text: str, *, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The content words of ``text`` (stopwords, words of under 3 letters and ``ignore`` left out) by their first
+    5 letters, so that "reduce" and "reduction" meet."""
+    return [w[:5] for w in _content_words(text) if len(w) > 2 and w not in ignore]
+
+
 def question_overlap(question: str, text: str) -> float:
     """The share of the question's content words (stopwords and words every clinical question has left out,
     compared by their first 5 letters so "reduce"/"reduction" meet) that ``text`` also has: 1.0 for a question
     with none. Whether an abstract is about the question at all: on the 500 PubMedQA questions, each
     question's own abstract scores >= 0.35 in 495 of 500 cases, a randomly paired other abstract in 9."""
-    asked = {w[:5] for w in _content_words(question) if len(w) > 2 and w not in _GENERIC_QUESTION_WORDS}
+    asked = set(content_stems(question, ignore=_GENERIC_QUESTION_WORDS))
     if not asked:
         return 1.0
-    present = {w[:5] for w in _content_words(text)}
+    present = set(content_stems(text))  # (words of 1-2 letters could not match a stem of 3 or more)
     return len(asked & present) / len(asked)

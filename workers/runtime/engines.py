@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workers.runtime.onnx_models import left_padded
+
 # Tokens that end a chat turn (SmolLM2 / ChatML): generation stops on them, and fine-tuning labels them.
 CHAT_END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -258,16 +260,6 @@ class Generator:
         return self.tokenizer(prompts, truncation=True, max_length=self.max_prompt_tokens,
                               add_special_tokens=False)["input_ids"]
 
-    def _left_padded(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        width = max(map(len, rows))
-        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for b, row in enumerate(rows):
-            if row:
-                ids[b, width - len(row):] = row
-                mask[b, width - len(row):] = 1
-        return ids, mask
-
     @staticmethod
     def shared_prefix_length(rows: list[list[int]]) -> int:
         """Tokens every row starts with, leaving each row at least one of its own (the last position's logits
@@ -323,7 +315,8 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: len(rows[i]))
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            ids, mask = self._left_padded([rows[i] for i in index])  # (no prefix: only onnx backends keep one)
+            # (no prefix here: only the onnxruntime backend keeps one, and it batches continuously)
+            ids, mask = left_padded([rows[i] for i in index], self.tokenizer.pad_token_id)
             outputs = self.backend.generate(ids, mask, max_new_tokens=settings_.max_new_tokens,
                                             eos_token_ids=self.eos_token_ids,
                                             pad_token_id=self.tokenizer.pad_token_id,

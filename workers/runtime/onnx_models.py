@@ -567,6 +567,18 @@ def _shrink_arena():
     return options
 
 
+def left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows as a LEFT-padded batch: (ids, attention mask), both [len(rows), longest] int64."""
+    width = max(map(len, rows))
+    ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for b, row in enumerate(rows):
+        if row:
+            ids[b, width - len(row):] = row
+            mask[b, width - len(row):] = 1
+    return ids, mask
+
+
 def position_ids_for(attention_mask: np.ndarray) -> np.ndarray:
     """Positions of a left-padded batch: cumsum(mask) - 1, clipped at 0 (padding gets 0)."""
     return np.clip(np.cumsum(attention_mask, axis=1) - 1, 0, None).astype(np.int64)
@@ -654,11 +666,8 @@ class OnnxCausalLM:
     def prefill(self, token_ids) -> list[np.ndarray]:
         """The KV cache (``present.*``, each [1, kv_heads, T, head_dim]) of one unpadded token sequence: a
         prefix that many prompts share, computed once and passed to :meth:`generate` as ``prefix``."""
-        ids = np.ascontiguousarray(np.asarray(token_ids, dtype=np.int64).reshape(1, -1))
-        mask = np.ones_like(ids)
-        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask), **self._keep(1),
-                 **self._empty_past(1)}
-        return [np.ascontiguousarray(p) for p in self.session.run(self.present_names, feeds)]
+        _, present, _ = self._prefill_rows([list(token_ids)], 0, None)
+        return [np.ascontiguousarray(self._array(p)) for p in present]
 
     def _run(self, feeds: dict) -> tuple[np.ndarray, list]:
         """One step with OrtValues: the present tensors stay in onnxruntime's memory and feed the next step as is."""
@@ -737,12 +746,7 @@ class OnnxCausalLM:
     def _prefill_rows(self, rows: list[list[int]], pad_token_id: int, prefix) -> tuple[np.ndarray, list, np.ndarray]:
         """(last-position logits [k, V], present caches, attention mask) of prompts read together, left-padded,
         after the shared ``prefix`` cache when there is one."""
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for b, row in enumerate(rows):
-            ids[b, width - len(row):] = row
-            mask[b, width - len(row):] = 1
+        ids, mask = left_padded(rows, pad_token_id)
         past = self._empty_past(len(rows))
         skip = 0
         if prefix is not None:

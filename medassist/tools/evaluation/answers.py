@@ -152,19 +152,10 @@ def evaluate_answers(records: Sequence, *, settings: Sequence[str], runtime, par
 
 # --- rationale quality ---------------------------------------------------------------------------------------------
 
-_WORD_RE = re.compile(r"[a-z][a-z\-]+")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
-_STOPWORDS = frozenset(
-    "the a an and or of to in on for with by from at as is are was were be been being this that these those it its "
-    "their there which who whom what when where why how than then also not no yes maybe can could may might does do "
-    "did has have had will would should such both either more most less least very into over under between among "
-    "about after before during study studies evidence answer question suggests suggest shows show found find "
-    "indicate indicates results result".split())
-
-
-def _content_words(text: str) -> list[str]:
-    # A 5-letter stem: "reduced" and "reduces", "mortality" and "mortalities" meet.
-    return [w[:5] for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2]
+# Words any rationale may use without taking them from the evidence.
+_RATIONALE_WORDS = frozenset("yes maybe study studies evidence answer question suggests suggest shows show found find "
+                             "indicate indicates result results".split())
 
 
 def rationale_quality(answers: Sequence[dict], reader) -> dict:
@@ -173,7 +164,7 @@ def rationale_quality(answers: Sequence[dict], reader) -> dict:
     - ``one_sentence``: the rationale is one sentence (the prompt asks for one; a bare label before it, shorter
       than the rationale settings' ``sentence_min_words``, is not counted);
     - ``label_only``: it says no more than the label ("Yes.");
-    - ``support``: the share of its content words (5-letter stems, stopwords out) found in the question or the
+    - ``support``: the share of its content words (``summarize.content_stems``) found in the question or the
       evidence it was given (``rationale_input``): near 1 = it restates the evidence, low = it brings words
       of its own (a hallucination risk);
     - ``unsupported_number``: it states a number that neither the question nor the evidence has;
@@ -182,14 +173,15 @@ def rationale_quality(answers: Sequence[dict], reader) -> dict:
 
     ``answers``: the literature kind's ``answer`` dicts with a ``rationale``; ``reader`` an answer-evidence
     engine that never trained on these questions."""
+    from medassist.knowledge.summarize import content_stems
     from workers.runtime.engines import sentence_ends
 
     rows = []
     for answer in answers:
         text = (answer.get("rationale") or "").strip()
         source = f"{answer['question']} {answer['evidence']['conclusion']['text']}"
-        words = _content_words(text)
-        known = set(_content_words(source))
+        words = content_stems(text, ignore=_RATIONALE_WORDS)
+        known = set(content_stems(source))
         numbers = set(_NUMBER_RE.findall(text)) - set(_NUMBER_RE.findall(source))
         rows.append({
             "words": len(text.split()),
